@@ -1,0 +1,359 @@
+//! `/v1/subscriptions` handlers.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::{ApiJson, AppState};
+use crate::fanout::matcher::Filter;
+use crate::subscriptions::{new_id, RateLimit, Secret, Status, Subscription};
+
+const MAX_EVENT_TYPES: usize = 64;
+const MAX_DESCRIPTION: usize = 1024;
+const MAX_METADATA_BYTES: usize = 4096;
+
+/// A subscription as the API shows it: everything but the secrets.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionView {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub created_at: chrono::DateTime<Utc>,
+    pub updated_at: chrono::DateTime<Utc>,
+    /// Only in the answer to the create call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl From<&Subscription> for SubscriptionView {
+    fn from(s: &Subscription) -> Self {
+        SubscriptionView {
+            id: s.id.clone(),
+            owner: s.owner.clone(),
+            url: s.url.clone(),
+            event_types: s.event_types.clone(),
+            description: s.description.clone(),
+            filter: s.filter.clone(),
+            rate_limit: s.rate_limit.clone(),
+            metadata: s.metadata.clone(),
+            status: s.status,
+            disabled_reason: s.disabled_reason.clone(),
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            secret: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    url: String,
+    event_types: Vec<String>,
+    description: Option<String>,
+    filter: Option<Value>,
+    rate_limit: Option<RateLimit>,
+    metadata: Option<Value>,
+    /// Admin only: the owner to create the subscription for.
+    owner: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubscription {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    description: Option<String>,
+    filter: Option<Value>,
+    rate_limit: Option<RateLimit>,
+    metadata: Option<Value>,
+    status: Option<Status>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+    crate::security::check_url(url, &state.shared.settings.security)
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("invalid_url", e.to_string()))
+}
+
+fn check_event_types(state: &AppState, types: &[String]) -> Result<(), ApiError> {
+    if types.is_empty() || types.len() > MAX_EVENT_TYPES {
+        return Err(ApiError::invalid(
+            "invalid_event_types",
+            format!("event_types must list 1 to {MAX_EVENT_TYPES} types"),
+        ));
+    }
+    if let Some(unknown) = types.iter().find(|t| !state.shared.catalog.matches_any(t)) {
+        let known: Vec<&str> = state
+            .shared
+            .catalog
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        return Err(ApiError::invalid(
+            "invalid_event_types",
+            format!(
+                "event type {unknown:?} matches nothing in the catalog ({})",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_fields(
+    description: Option<&String>,
+    filter: Option<&Value>,
+    rate_limit: Option<&RateLimit>,
+    metadata: Option<&Value>,
+) -> Result<(), ApiError> {
+    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
+        return Err(ApiError::invalid(
+            "invalid_description",
+            format!("description is longer than {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    if let Some(filter) = filter {
+        Filter::compile(filter).map_err(|e| ApiError::invalid("invalid_filter", e.to_string()))?;
+    }
+    if let Some(rl) = rate_limit {
+        if !(1..=100_000).contains(&rl.per_second) || !(1..=100_000).contains(&rl.burst) {
+            return Err(ApiError::invalid(
+                "invalid_rate_limit",
+                "rate_limit.per_second and rate_limit.burst must be between 1 and 100000",
+            ));
+        }
+    }
+    if let Some(metadata) = metadata {
+        if !metadata.is_object() {
+            return Err(ApiError::invalid(
+                "invalid_metadata",
+                "metadata must be an object",
+            ));
+        }
+        if serde_json::to_vec(metadata).map_or(0, |v| v.len()) > MAX_METADATA_BYTES {
+            return Err(ApiError::invalid(
+                "invalid_metadata",
+                format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The subscription, if the caller may see it; another owner's is 404.
+fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
+    state
+        .shared
+        .store
+        .get(id)
+        .filter(|live| caller.may_see(&live.sub.owner))
+        .map(|live| live.sub.clone())
+        .ok_or_else(|| ApiError::not_found("subscription"))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateSubscription>,
+) -> Result<impl IntoResponse, ApiError> {
+    let owner = match (&caller, body.owner) {
+        (Caller::Owner(o), None) => o.clone(),
+        (Caller::Owner(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_owner",
+                "only the admin token may set owner",
+            ))
+        }
+        (Caller::Admin, Some(o)) if !o.trim().is_empty() => o,
+        (Caller::Admin, _) => "admin".to_string(),
+    };
+    check_url(&state, &body.url).await?;
+    check_event_types(&state, &body.event_types)?;
+    check_fields(
+        body.description.as_ref(),
+        body.filter.as_ref(),
+        body.rate_limit.as_ref(),
+        body.metadata.as_ref(),
+    )?;
+    let now = Utc::now();
+    let sub = Subscription {
+        id: new_id(),
+        owner,
+        url: body.url,
+        event_types: body.event_types,
+        description: body.description,
+        filter: body.filter,
+        rate_limit: body.rate_limit,
+        metadata: body.metadata,
+        status: Status::Active,
+        disabled_reason: None,
+        secret: Secret::generate(),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state
+        .shared
+        .store
+        .put(&sub)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    tracing::info!(subscription_id = %sub.id, owner = %sub.owner, "Subscription created.");
+    let mut view = SubscriptionView::from(&sub);
+    view.secret = Some(sub.secret.expose().to_string());
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<SubscriptionView>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 250"));
+    }
+    let (items, more) = state
+        .shared
+        .store
+        .list(caller.owner_scope(), q.cursor.as_deref(), limit);
+    let next_cursor = more
+        .then(|| items.last().map(|l| l.sub.id.clone()))
+        .flatten();
+    Ok(Json(Page {
+        data: items
+            .iter()
+            .map(|l| SubscriptionView::from(&l.sub))
+            .collect(),
+        next_cursor,
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    Ok(Json(SubscriptionView::from(&find(&state, &caller, &id)?)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateSubscription>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let mut sub = find(&state, &caller, &id)?;
+    if let Some(url) = body.url {
+        check_url(&state, &url).await?;
+        sub.url = url;
+    }
+    if let Some(types) = body.event_types {
+        check_event_types(&state, &types)?;
+        sub.event_types = types;
+    }
+    check_fields(
+        body.description.as_ref(),
+        body.filter.as_ref(),
+        body.rate_limit.as_ref(),
+        body.metadata.as_ref(),
+    )?;
+    if let Some(d) = body.description {
+        sub.description = Some(d);
+    }
+    if let Some(f) = body.filter {
+        sub.filter = (!f.as_object().is_some_and(|m| m.is_empty())).then_some(f);
+    }
+    if let Some(r) = body.rate_limit {
+        sub.rate_limit = Some(r);
+    }
+    if let Some(m) = body.metadata {
+        sub.metadata = Some(m);
+    }
+    match body.status {
+        Some(Status::Disabled) => {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "status can be set to active or paused",
+            ))
+        }
+        Some(status) => {
+            sub.status = status;
+            sub.disabled_reason = None;
+        }
+        None => {}
+    }
+    sub.updated_at = Utc::now();
+    state
+        .shared
+        .store
+        .put(&sub)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    Ok(Json(SubscriptionView::from(&sub)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let sub = find(&state, &caller, &id)?;
+    state
+        .shared
+        .store
+        .delete(&sub.id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    tracing::info!(subscription_id = %sub.id, "Subscription deleted.");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+pub struct SecretView {
+    secret: String,
+}
+
+pub async fn secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SecretView>, ApiError> {
+    let sub = find(&state, &caller, &id)?;
+    Ok(Json(SecretView {
+        secret: sub.secret.expose().to_string(),
+    }))
+}

@@ -1,0 +1,240 @@
+//! Wiring: builds the shared parts, starts the roles, and shuts them down in
+//! order (stop consuming, drain, commit; then the store and the API).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::util::Timeout;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::events::Catalog;
+use crate::kafka::{ensure_topics, producer, TopicSpec, Topics};
+use crate::subscriptions::SubscriptionStore;
+
+/// What every stage shares.
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub topics: Topics,
+    pub catalog: Catalog,
+    pub store: Arc<SubscriptionStore>,
+    pub producer: FutureProducer,
+    pub kafka_reachable: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Input topics to deliveries.
+    Fanout,
+    /// Deliveries to HTTP.
+    Deliver,
+    /// Admin API, metrics and health.
+    Api,
+}
+
+pub const ALL_ROLES: &[Role] = &[Role::Fanout, Role::Deliver, Role::Api];
+
+pub struct App {
+    pub shared: Arc<Shared>,
+    pub api_addr: Option<SocketAddr>,
+    stages: JoinSet<anyhow::Result<()>>,
+    services: JoinSet<anyhow::Result<()>>,
+    stop_stages: CancellationToken,
+    stop_services: CancellationToken,
+}
+
+/// The internal topics (and the input topics when asked) to create at start.
+pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
+    let partitions = settings.kafka.partitions;
+    let mut specs: Vec<TopicSpec> = [
+        &topics.deliveries,
+        &topics.invalid,
+        &topics.attempts,
+        &topics.dlq,
+    ]
+    .into_iter()
+    .map(|name| TopicSpec {
+        name: name.clone(),
+        partitions,
+        compact: false,
+    })
+    .collect();
+    // One partition keeps every subscription write in one total order.
+    specs.push(TopicSpec {
+        name: topics.subscriptions.clone(),
+        partitions: 1,
+        compact: true,
+    });
+    if settings.kafka.create_input_topics {
+        specs.extend(settings.kafka.input_topics.iter().map(|name| TopicSpec {
+            name: name.clone(),
+            partitions,
+            compact: false,
+        }));
+    }
+    specs
+}
+
+impl App {
+    pub async fn start(settings: Settings, roles: &[Role]) -> anyhow::Result<App> {
+        let settings = Arc::new(settings);
+        let topics = Topics::new(&settings.kafka.topic_prefix);
+        let catalog = Catalog::load(&settings.events.catalog_dir)?;
+        ensure_topics(&settings.kafka, &topic_specs(&settings, &topics))
+            .await
+            .context("creating internal topics")?;
+        let producer = producer(&settings.kafka)?;
+        let store = SubscriptionStore::new(
+            producer.clone(),
+            topics.subscriptions.clone(),
+            settings.api.write_timeout,
+        );
+        let shared = Arc::new(Shared {
+            settings: settings.clone(),
+            topics,
+            catalog,
+            store: store.clone(),
+            producer,
+            kafka_reachable: AtomicBool::new(true),
+        });
+        let stop_stages = CancellationToken::new();
+        let stop_services = CancellationToken::new();
+        let mut stages = JoinSet::new();
+        let mut services = JoinSet::new();
+
+        let follower = store.follow(&settings.kafka, stop_services.clone()).await?;
+        services.spawn(async move {
+            follower.await?;
+            Ok(())
+        });
+        services.spawn(watch_kafka(shared.clone(), stop_services.clone()));
+
+        let mut api_addr = None;
+        if roles.contains(&Role::Api) {
+            let listener = tokio::net::TcpListener::bind(&settings.api.listen)
+                .await
+                .with_context(|| format!("binding api.listen {}", settings.api.listen))?;
+            let addr = listener.local_addr()?;
+            api_addr = Some(addr);
+            tracing::info!(%addr, "API listening.");
+            services.spawn(crate::api::serve(
+                listener,
+                shared.clone(),
+                stop_services.clone(),
+            ));
+        }
+        if roles.contains(&Role::Fanout) {
+            stages.spawn(crate::fanout::run(shared.clone(), stop_stages.clone()));
+        }
+        if roles.contains(&Role::Deliver) {
+            stages.spawn(crate::delivery::run(shared.clone(), stop_stages.clone()));
+        }
+        Ok(App {
+            shared,
+            api_addr,
+            stages,
+            services,
+            stop_stages,
+            stop_services,
+        })
+    }
+
+    /// Runs until SIGTERM or Ctrl-C, or until a stage fails.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            Some(result) = self.stages.join_next() => Some(result),
+        };
+        let result = match failure {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(()),
+        };
+        self.shutdown().await;
+        result
+    }
+
+    /// Stops consuming, drains in-flight work (bounded by
+    /// `delivery.shutdown_timeout`), commits, then stops the API and store.
+    pub async fn shutdown(mut self) {
+        tracing::info!("Shutting down.");
+        self.stop_stages.cancel();
+        let bound = self.shared.settings.delivery.shutdown_timeout + Duration::from_secs(5);
+        let drain = async {
+            while let Some(result) = self.stages.join_next().await {
+                if let Ok(Err(e)) = result {
+                    tracing::error!(error = %e, "Stage failed.");
+                }
+            }
+        };
+        if tokio::time::timeout(bound, drain).await.is_err() {
+            tracing::warn!("Stages did not stop in time.");
+        }
+        self.stop_services.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.services.join_next().await.is_some() {}
+        })
+        .await;
+        let producer = self.shared.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            producer.flush(Timeout::After(Duration::from_secs(5)))
+        })
+        .await;
+        tracing::info!("Stopped.");
+    }
+}
+
+/// Keeps `kafka_reachable` current for `/readyz`.
+async fn watch_kafka(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let producer = shared.producer.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if ok != shared.kafka_reachable.swap(ok, Ordering::Relaxed) {
+            if ok {
+                tracing::info!("Kafka reachable again.");
+            } else {
+                tracing::warn!("Kafka unreachable.");
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

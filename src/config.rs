@@ -1,0 +1,451 @@
+//! Configuration: built-in defaults (`config/default.toml`), then a file, then
+//! `REWARDHOOKS__SECTION__KEY` environment variables. Validated once at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub events: EventSettings,
+    pub delivery: DeliverySettings,
+    pub security: SecuritySettings,
+    pub api: ApiSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub input_topics: Vec<String>,
+    pub topic_prefix: String,
+    pub group_id: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub create_input_topics: bool,
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    pub max_bytes: usize,
+    pub catalog_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    pub max_in_flight_per_subscription: usize,
+    pub lane_capacity: usize,
+    pub max_in_flight: usize,
+    #[serde(with = "duration")]
+    pub rotation_grace: Duration,
+    pub max_response_bytes: usize,
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    pub allow_insecure_http: bool,
+    pub allow_private_networks: bool,
+    pub secrets_key: String,
+}
+
+impl std::fmt::Debug for SecuritySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecuritySettings")
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("allow_private_networks", &self.allow_private_networks)
+            .field("secrets_key", &redact(&self.secrets_key))
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: String,
+    pub admin_token: String,
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("admin_token", &redact(&self.admin_token))
+            .field("tokens", &self.tokens.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn redact(value: &str) -> &'static str {
+    if value.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
+}
+
+/// Keys whose values never leave the process (logs, `check-config`).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("REWARDHOOKS__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("REWARDHOOKS")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("kafka.input_topics")
+                .with_list_parse_key("delivery.retry_schedule")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if k.input_topics.is_empty() || k.input_topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid(
+                "kafka.input_topics",
+                "must list at least one non-empty topic",
+            ));
+        }
+        if !valid_topic_part(&k.topic_prefix) {
+            return Err(invalid(
+                "kafka.topic_prefix",
+                "must be non-empty and use only letters, digits, '.', '_' and '-'",
+            ));
+        }
+        if k.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !(1..=10_000).contains(&k.partitions) {
+            return Err(invalid("kafka.partitions", "must be between 1 and 10000"));
+        }
+        if k.replication_factor == 0 || k.replication_factor < -1 {
+            return Err(invalid(
+                "kafka.replication_factor",
+                "must be -1 (broker default) or at least 1",
+            ));
+        }
+        if self.events.max_bytes < 1024 {
+            return Err(invalid("events.max_bytes", "must be at least 1024"));
+        }
+        let d = &self.delivery;
+        if d.timeout.is_zero() {
+            return Err(invalid("delivery.timeout", "must be greater than zero"));
+        }
+        if d.retry_schedule.is_empty() {
+            return Err(invalid(
+                "delivery.retry_schedule",
+                "must list at least one delay",
+            ));
+        }
+        if d.retry_schedule.iter().any(|x| x.as_millis() < 1) {
+            return Err(invalid(
+                "delivery.retry_schedule",
+                "every delay must be at least 1ms",
+            ));
+        }
+        if d.retry_schedule.windows(2).any(|w| w[0] > w[1]) {
+            return Err(invalid(
+                "delivery.retry_schedule",
+                "delays must not decrease",
+            ));
+        }
+        if d.max_in_flight_per_subscription == 0 {
+            return Err(invalid(
+                "delivery.max_in_flight_per_subscription",
+                "must be at least 1",
+            ));
+        }
+        if d.lane_capacity == 0 {
+            return Err(invalid("delivery.lane_capacity", "must be at least 1"));
+        }
+        if d.max_in_flight == 0 {
+            return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if self.api.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "api.listen",
+                format!("{:?} is not an address like 0.0.0.0:8080", self.api.listen),
+            ));
+        }
+        for (name, token) in std::iter::once(("api.admin_token", &self.api.admin_token))
+            .chain(self.api.tokens.values().map(|t| ("api.tokens", t)))
+        {
+            if let Some(hex) = token.strip_prefix("sha256:") {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let key = if name == "api.admin_token" {
+                        "api.admin_token"
+                    } else {
+                        "api.tokens"
+                    };
+                    return Err(invalid(key, "sha256: must be followed by 64 hex digits"));
+                }
+            }
+        }
+        if self.api.tokens.values().any(|t| t.is_empty()) {
+            return Err(invalid("api.tokens", "a token must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with every secret replaced.
+    pub fn redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        copy.security.secrets_key = redact(&copy.security.secrets_key).to_string();
+        copy.api.admin_token = redact(&copy.api.admin_token).to_string();
+        for token in copy.api.tokens.values_mut() {
+            *token = "<redacted>".to_string();
+        }
+        for map in [
+            &mut copy.kafka.client,
+            &mut copy.kafka.consumer,
+            &mut copy.kafka.producer,
+        ] {
+            for (key, value) in map.iter_mut() {
+                if is_secret_key(key) {
+                    *value = "<redacted>".to_string();
+                }
+            }
+        }
+        toml::to_string_pretty(&copy).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn valid_topic_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Formats a duration the way the configuration spells it ("5s", "30m").
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+    }
+}
+
+mod durations {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(d.iter().map(|d| super::format_duration(*d)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|text| {
+                humantime::parse_duration(text.trim()).map_err(|e| {
+                    serde::de::Error::custom(format!("{text:?} is not a duration: {e}"))
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.kafka.topic_prefix, "webhooks");
+        assert_eq!(s.delivery.retry_schedule.len(), 9);
+        assert_eq!(s.delivery.retry_schedule[1], Duration::from_secs(300));
+        assert_eq!(s.delivery.timeout, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn environment_overrides_file_which_overrides_defaults() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[kafka]\nbrokers = \"file:9092\"\ngroup_id = \"from-file\"\n[delivery]\ntimeout = \"2s\""
+        )
+        .unwrap();
+        let s = Settings::load_with_env(
+            Some(f.path()),
+            env(&[
+                ("REWARDHOOKS__KAFKA__BROKERS", "env:9092"),
+                ("REWARDHOOKS__KAFKA__INPUT_TOPICS", "a,b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "env:9092");
+        assert_eq!(s.kafka.group_id, "from-file");
+        assert_eq!(s.kafka.input_topics, vec!["a", "b"]);
+        assert_eq!(s.delivery.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let err = Settings::load_with_env(None, env(&[("REWARDHOOKS__DELIVERY__TIMEOUT", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delivery.timeout"), "{err}");
+        assert!(err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[delivery]\ntimout = \"2s\"").unwrap();
+        let err = Settings::load_with_env(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timout"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            ("REWARDHOOKS__KAFKA__PARTITIONS", "0", "kafka.partitions"),
+            ("REWARDHOOKS__API__LISTEN", "nowhere", "api.listen"),
+            (
+                "REWARDHOOKS__DELIVERY__RETRY_SCHEDULE",
+                "5m,5s",
+                "delivery.retry_schedule",
+            ),
+            (
+                "REWARDHOOKS__KAFKA__TOPIC_PREFIX",
+                "a b",
+                "kafka.topic_prefix",
+            ),
+            (
+                "REWARDHOOKS__API__ADMIN_TOKEN",
+                "sha256:xyz",
+                "api.admin_token",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::load_with_env(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn redacted_output_hides_secrets() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("REWARDHOOKS__API__ADMIN_TOKEN", "supersecret-admin"),
+                ("REWARDHOOKS__SECURITY__SECRETS_KEY", "c2VjcmV0a2V5"),
+            ]),
+        )
+        .unwrap();
+        let out = s.redacted_toml();
+        assert!(!out.contains("supersecret-admin"));
+        assert!(!out.contains("c2VjcmV0a2V5"));
+        assert!(out.contains("retry_schedule"));
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("supersecret-admin"));
+    }
+}

@@ -1,0 +1,333 @@
+//! Delivery: consume delivery records, queue each in its subscription's lane,
+//! sign and POST it, record the attempt, and settle the outcome. A record's
+//! offset is stored only when it was delivered (2xx) or its next home (the
+//! dead-letter topic) has acknowledged it.
+
+pub mod record;
+pub mod sender;
+pub mod signing;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::message::Message;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Shared;
+use crate::fanout::matcher::LiveSubscription;
+use crate::kafka::consumer::{RecordRef, TrackedConsumer};
+use crate::kafka::OwnedRecord;
+use crate::metrics::METRICS;
+use crate::subscriptions::Status;
+use record::{truncate, DeliveryHeaders};
+use sender::{AttemptResult, Outbound, Sender};
+
+/// One attempt as written to the attempts topic and served by the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    pub subscription_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub status_code: Option<u16>,
+    pub success: bool,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub response_body: String,
+    pub at: chrono::DateTime<Utc>,
+}
+
+/// A delivery taken from Kafka, waiting in or running from a lane.
+struct Job {
+    subscription_id: String,
+    headers: DeliveryHeaders,
+    body: Vec<u8>,
+    record: RecordRef,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        METRICS.in_flight_deliveries.dec();
+    }
+}
+
+/// Everything an attempt needs, shared by all lanes.
+pub struct Deliverer {
+    shared: Arc<Shared>,
+    sender: Sender,
+}
+
+impl Deliverer {
+    pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
+        let d = &shared.settings.delivery;
+        let sender = Sender::new(d.timeout, d.max_response_bytes)?;
+        Ok(Deliverer { shared, sender })
+    }
+
+    /// Sends a signed request to a subscription's endpoint and records the
+    /// attempt in the attempts topic.
+    pub async fn attempt(
+        &self,
+        live: &LiveSubscription,
+        headers: &DeliveryHeaders,
+        body: &[u8],
+    ) -> (AttemptResult, AttemptRecord) {
+        let now = Utc::now();
+        let keys = live.signing_keys(now);
+        let result = self
+            .sender
+            .send(Outbound {
+                url: &live.sub.url,
+                event_id: &headers.event_id,
+                body,
+                keys: &keys,
+            })
+            .await;
+        METRICS
+            .delivery_attempt_duration
+            .observe(result.duration.as_secs_f64());
+        let attempt = AttemptRecord {
+            subscription_id: live.sub.id.clone(),
+            event_id: headers.event_id.clone(),
+            event_type: headers.event_type.clone(),
+            attempt: headers.attempts + 1,
+            status_code: result.status,
+            success: result.success(),
+            duration_ms: result.duration.as_millis() as u64,
+            error: (!result.success()).then(|| result.describe()),
+            response_body: result.response_body.clone(),
+            at: now,
+        };
+        let record = OwnedRecord {
+            topic: self.shared.topics.attempts.clone(),
+            key: Some(live.sub.id.as_bytes().to_vec()),
+            payload: Arc::new(serde_json::to_vec(&attempt).unwrap_or_default()),
+            headers: rdkafka::message::OwnedHeaders::new(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+        (result, attempt)
+    }
+
+    /// Runs one delivery to its end: delivered, dropped or dead-lettered.
+    async fn deliver(&self, job: Job) {
+        let Some(live) = self.shared.store.get(&job.subscription_id) else {
+            METRICS
+                .deliveries_dropped
+                .with_label_values(&["subscription_deleted"])
+                .inc();
+            job.record.complete();
+            return;
+        };
+        if live.sub.status == Status::Disabled {
+            METRICS
+                .deliveries_dropped
+                .with_label_values(&["subscription_disabled"])
+                .inc();
+            job.record.complete();
+            return;
+        }
+        let (result, _) = self.attempt(&live, &job.headers, &job.body).await;
+        let event_type = job.headers.event_type.as_str();
+        if result.success() {
+            METRICS
+                .deliveries
+                .with_label_values(&[event_type, "success"])
+                .inc();
+            let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
+            METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
+            tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+        } else {
+            if result.status == Some(410) {
+                self.disable(&live, "endpoint answered 410 Gone").await;
+            }
+            self.dead_letter(&live, &job, &result).await;
+        }
+        job.record.complete();
+    }
+
+    async fn dead_letter(&self, live: &LiveSubscription, job: &Job, result: &AttemptResult) {
+        let now = Utc::now().timestamp_millis();
+        let headers = DeliveryHeaders {
+            attempts: job.headers.attempts + 1,
+            first_attempt_ms: job.headers.first_attempt_ms.or(Some(now)),
+            last_error: Some(result.describe()),
+            last_status: result.status,
+            subscription_id: Some(live.sub.id.clone()),
+            dead_at_ms: Some(now),
+            due_ms: None,
+            ..job.headers.clone()
+        };
+        let record = OwnedRecord {
+            topic: self.shared.topics.dlq.clone(),
+            key: Some(live.sub.id.as_bytes().to_vec()),
+            payload: Arc::new(job.body.clone()),
+            headers: headers.to_kafka(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+        METRICS
+            .deliveries
+            .with_label_values(&[&job.headers.event_type, "dead_letter"])
+            .inc();
+        METRICS.dead_letters.inc();
+        tracing::warn!(
+            subscription_id = %live.sub.id,
+            event_id = %job.headers.event_id,
+            error = %truncate(&result.describe(), 200),
+            "Delivery dead-lettered."
+        );
+    }
+
+    async fn disable(&self, live: &LiveSubscription, reason: &str) {
+        let mut sub = live.sub.clone();
+        if sub.status == Status::Disabled {
+            return;
+        }
+        sub.status = Status::Disabled;
+        sub.disabled_reason = Some(reason.to_string());
+        sub.updated_at = Utc::now();
+        match self.shared.store.put(&sub).await {
+            Ok(()) => tracing::warn!(subscription_id = %sub.id, %reason, "Subscription disabled."),
+            Err(e) => {
+                tracing::error!(subscription_id = %sub.id, error = %e, "Cannot disable subscription.")
+            }
+        }
+    }
+}
+
+/// A subscription's queue and its concurrency cap.
+async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, max_in_flight: usize) {
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    loop {
+        let job = match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_idle) => {
+                // Exit only when idle and nothing is running or queued, so a
+                // new lane never runs beside an old one.
+                let all = slots.clone().acquire_many_owned(max_in_flight as u32).await;
+                if rx.is_empty() {
+                    drop(all);
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let deliverer = deliverer.clone();
+        tokio::spawn(async move {
+            deliverer.deliver(job).await;
+            drop(slot);
+        });
+    }
+}
+
+pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
+    shared.store.wait_ready().await;
+    let settings = shared.settings.clone();
+    let group = format!("{}.deliver", settings.kafka.group_id);
+    let topics = vec![shared.topics.deliveries.clone()];
+    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics)?;
+    tracing::info!(%group, "Delivery started.");
+    let deliverer = Arc::new(Deliverer::new(shared.clone())?);
+    let in_flight = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
+    let mut lanes: HashMap<String, mpsc::Sender<Job>> = HashMap::new();
+    let mut store_tick = tokio::time::interval(Duration::from_millis(200));
+    'poll: loop {
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            _ = store_tick.tick() => { consumer.store_done(); continue }
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let msg = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break 'poll,
+                _ = store_tick.tick() => consumer.store_done(),
+                msg = consumer.consumer.recv() => break msg,
+            }
+        };
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::warn!(error = %e, "Consuming deliveries failed; retrying.");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let record = consumer.begin(&msg);
+        let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+        let headers = DeliveryHeaders::from_kafka(msg.headers());
+        let (Some(subscription_id), Ok(headers)) = (key, headers) else {
+            METRICS
+                .deliveries_dropped
+                .with_label_values(&["malformed"])
+                .inc();
+            tracing::warn!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "Skipping a delivery record without subscription key or event headers."
+            );
+            record.complete();
+            continue;
+        };
+        METRICS.in_flight_deliveries.inc();
+        let job = Job {
+            subscription_id: subscription_id.to_string(),
+            headers,
+            body: msg.payload().unwrap_or_default().to_vec(),
+            record,
+            _permit: permit,
+        };
+        dispatch(&mut lanes, &deliverer, &settings.delivery, job).await;
+    }
+    consumer
+        .drain_and_commit(settings.delivery.shutdown_timeout)
+        .await;
+    tracing::info!("Delivery stopped.");
+    Ok(())
+}
+
+/// Puts a job in its subscription's lane, starting the lane if needed.
+async fn dispatch(
+    lanes: &mut HashMap<String, mpsc::Sender<Job>>,
+    deliverer: &Arc<Deliverer>,
+    settings: &crate::config::DeliverySettings,
+    mut job: Job,
+) {
+    loop {
+        let lane = lanes.entry(job.subscription_id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(settings.lane_capacity);
+            tokio::spawn(run_lane(
+                deliverer.clone(),
+                rx,
+                settings.max_in_flight_per_subscription,
+            ));
+            tx
+        });
+        match lane.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(j)) => {
+                // The lane is full: wait for room. Other subscriptions' work
+                // already queued keeps flowing in their own lanes.
+                match lane.send(j).await {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(j)) => job = j,
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(j)) => job = j,
+        }
+        // The lane ended while idle; start a fresh one.
+        lanes.remove(&job.subscription_id);
+    }
+}

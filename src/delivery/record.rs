@@ -1,0 +1,154 @@
+//! The delivery record: key = subscription id, value = the exact outbound
+//! body, headers = what delivery needs without parsing the body. The same
+//! shape serves `deliveries`, retry tiers and the dead-letter topic.
+
+use rdkafka::message::{Headers, OwnedHeaders};
+
+use crate::events::Event;
+use crate::kafka::header_str;
+
+pub const EVENT_ID: &str = "rewardhooks-event-id";
+pub const EVENT_TYPE: &str = "rewardhooks-event-type";
+pub const EVENT_TIME: &str = "rewardhooks-event-time";
+pub const ATTEMPT: &str = "rewardhooks-attempt";
+pub const FIRST_ATTEMPT: &str = "rewardhooks-first-attempt";
+pub const LAST_ERROR: &str = "rewardhooks-last-error";
+pub const LAST_STATUS: &str = "rewardhooks-last-status";
+pub const DUE: &str = "rewardhooks-due";
+pub const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
+pub const DEAD_AT: &str = "rewardhooks-dead-at";
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeliveryHeaders {
+    pub event_id: String,
+    pub event_type: String,
+    /// Event time, unix milliseconds.
+    pub event_time_ms: i64,
+    /// Attempts already made.
+    pub attempts: u32,
+    pub first_attempt_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_status: Option<u16>,
+    /// When a retry falls due, unix milliseconds.
+    pub due_ms: Option<i64>,
+    /// Set on dead letters, whose key is not enough once replayed elsewhere.
+    pub subscription_id: Option<String>,
+    pub dead_at_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed delivery record: {0}")]
+pub struct MalformedRecord(pub &'static str);
+
+impl DeliveryHeaders {
+    pub fn fresh(event: &Event) -> Self {
+        DeliveryHeaders {
+            event_id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            event_time_ms: event.time_ms,
+            ..Default::default()
+        }
+    }
+
+    pub fn to_kafka(&self) -> OwnedHeaders {
+        let time = self.event_time_ms.to_string();
+        let attempts = self.attempts.to_string();
+        let mut pairs: Vec<(&str, String)> = vec![];
+        if let Some(v) = self.first_attempt_ms {
+            pairs.push((FIRST_ATTEMPT, v.to_string()));
+        }
+        if let Some(v) = &self.last_error {
+            pairs.push((LAST_ERROR, truncate(v, 1024).to_string()));
+        }
+        if let Some(v) = self.last_status {
+            pairs.push((LAST_STATUS, v.to_string()));
+        }
+        if let Some(v) = self.due_ms {
+            pairs.push((DUE, v.to_string()));
+        }
+        if let Some(v) = &self.subscription_id {
+            pairs.push((SUBSCRIPTION_ID, v.clone()));
+        }
+        if let Some(v) = self.dead_at_ms {
+            pairs.push((DEAD_AT, v.to_string()));
+        }
+        crate::kafka::headers(
+            [
+                (EVENT_ID, self.event_id.as_str()),
+                (EVENT_TYPE, self.event_type.as_str()),
+                (EVENT_TIME, time.as_str()),
+                (ATTEMPT, attempts.as_str()),
+            ]
+            .into_iter()
+            .chain(pairs.iter().map(|(k, v)| (*k, v.as_str()))),
+        )
+    }
+
+    pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Result<Self, MalformedRecord> {
+        let get = |name| header_str(headers, name);
+        let num = |name| get(name).and_then(|v| v.parse::<i64>().ok());
+        Ok(DeliveryHeaders {
+            event_id: get(EVENT_ID)
+                .ok_or(MalformedRecord("no event id header"))?
+                .to_string(),
+            event_type: get(EVENT_TYPE)
+                .ok_or(MalformedRecord("no event type header"))?
+                .to_string(),
+            event_time_ms: num(EVENT_TIME).unwrap_or(0),
+            attempts: get(ATTEMPT).and_then(|v| v.parse().ok()).unwrap_or(0),
+            first_attempt_ms: num(FIRST_ATTEMPT),
+            last_error: get(LAST_ERROR).map(str::to_string),
+            last_status: get(LAST_STATUS).and_then(|v| v.parse().ok()),
+            due_ms: num(DUE),
+            subscription_id: get(SUBSCRIPTION_ID).map(str::to_string),
+            dead_at_ms: num(DEAD_AT),
+        })
+    }
+}
+
+/// Cuts a string to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let h = DeliveryHeaders {
+            event_id: "evt_1".into(),
+            event_type: "tier.changed".into(),
+            event_time_ms: 1234,
+            attempts: 3,
+            first_attempt_ms: Some(1000),
+            last_error: Some("HTTP 500".into()),
+            last_status: Some(500),
+            due_ms: Some(9999),
+            subscription_id: Some("sub_1".into()),
+            dead_at_ms: None,
+        };
+        let back = DeliveryHeaders::from_kafka(Some(&h.to_kafka())).unwrap();
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn missing_event_id_is_malformed() {
+        let headers = crate::kafka::headers([(EVENT_TYPE, "x")]);
+        assert!(DeliveryHeaders::from_kafka(Some(&headers)).is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

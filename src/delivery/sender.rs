@@ -1,0 +1,200 @@
+//! The HTTP side of one delivery attempt: sign, POST, classify the outcome.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+
+use crate::delivery::signing::signature_header;
+
+pub const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_body: String,
+    pub duration: Duration,
+    /// `Retry-After` of a 429 or 503 answer.
+    pub retry_after: Option<Duration>,
+}
+
+impl AttemptResult {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// A summary for logs, headers and the delivery log.
+    pub fn describe(&self) -> String {
+        match (&self.error, self.status) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => format!("HTTP {s}"),
+            (None, None) => "no answer".to_string(),
+        }
+    }
+}
+
+/// A signed outbound request.
+pub struct Outbound<'a> {
+    pub url: &'a str,
+    pub event_id: &'a str,
+    pub body: &'a [u8],
+    pub keys: &'a [&'a [u8]],
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    max_response_bytes: usize,
+}
+
+impl Sender {
+    pub fn new(timeout: Duration, max_response_bytes: usize) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Sender {
+            client,
+            max_response_bytes,
+        })
+    }
+
+    pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
+        let started = Instant::now();
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = signature_header(req.keys, req.event_id, timestamp, req.body);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let ids = [
+            ("webhook-id", req.event_id.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ];
+        for (name, value) in ids {
+            match HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    headers.insert(name, v);
+                }
+                Err(_) => {
+                    return AttemptResult {
+                        status: None,
+                        error: Some(format!("{name} is not a valid header value")),
+                        response_body: String::new(),
+                        duration: started.elapsed(),
+                        retry_after: None,
+                    }
+                }
+            }
+        }
+        let result = self
+            .client
+            .post(req.url)
+            .headers(headers)
+            .body(req.body.to_vec())
+            .send()
+            .await;
+        let mut response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return AttemptResult {
+                    status: None,
+                    error: Some(classify(&e)),
+                    response_body: String::new(),
+                    duration: started.elapsed(),
+                    retry_after: None,
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = matches!(status, 429 | 503)
+            .then(|| response.headers().get(reqwest::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut body = Vec::new();
+        let mut error = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_response_bytes.saturating_sub(body.len());
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= self.max_response_bytes {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The status already decides the outcome; note a cut body.
+                    if !(200..300).contains(&status) {
+                        error = Some(format!("HTTP {status}; reading body: {}", classify(&e)));
+                    }
+                    break;
+                }
+            }
+        }
+        AttemptResult {
+            status: Some(status),
+            error,
+            response_body: String::from_utf8_lossy(&body).into_owned(),
+            duration: started.elapsed(),
+            retry_after,
+        }
+    }
+}
+
+fn classify(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_builder() {
+        "bad request"
+    } else {
+        "request error"
+    };
+    let mut message = kind.to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.to_utc() - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let future = (chrono::Utc::now() + chrono::Duration::seconds(120))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let d = parse_retry_after(&future).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

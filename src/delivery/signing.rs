@@ -1,0 +1,83 @@
+//! Standard Webhooks signatures: `v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<body>")>`.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// One `v1,` signature per key, space-separated (current secret first).
+pub fn signature_header(keys: &[&[u8]], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    keys.iter()
+        .map(|key| {
+            // HMAC accepts keys of any length, so this cannot fail.
+            let mut mac = match HmacSha256::new_from_slice(key) {
+                Ok(mac) => mac,
+                Err(_) => return String::new(),
+            };
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(ts.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriptions::Secret;
+
+    /// The test vector of the Standard Webhooks specification.
+    #[test]
+    fn matches_the_standard_webhooks_test_vector() {
+        let secret = Secret::from_string("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into());
+        let sig = signature_header(
+            &[secret.key_bytes().unwrap().as_slice()],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn verifies_with_the_independent_standardwebhooks_crate() {
+        let secret = Secret::generate();
+        let body = br#"{"id":"evt_1","type":"tier.changed"}"#;
+        let ts = chrono::Utc::now().timestamp();
+        let old = Secret::generate();
+        let sig = signature_header(
+            &[
+                secret.key_bytes().unwrap().as_slice(),
+                old.key_bytes().unwrap().as_slice(),
+            ],
+            "evt_1",
+            ts,
+            body,
+        );
+        assert_eq!(sig.split(' ').count(), 2);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("webhook-id", "evt_1".parse().unwrap());
+        headers.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        headers.insert("webhook-signature", sig.parse().unwrap());
+        for s in [&secret, &old] {
+            standardwebhooks::Webhook::new(s.expose())
+                .unwrap()
+                .verify(body, &headers)
+                .unwrap();
+        }
+        let wrong = Secret::generate();
+        assert!(standardwebhooks::Webhook::new(wrong.expose())
+            .unwrap()
+            .verify(body, &headers)
+            .is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! A group consumer whose offsets are stored only when the work a record
+//! caused is durable, in order per partition, whatever order work finishes in.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::ClientContext;
+
+use crate::config::KafkaSettings;
+use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::{client_config, ClientKind, KafkaSetupError};
+
+pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
+
+fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
+    tracker.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct TrackingContext {
+    tracker: SharedTracker,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Hand over what is done before another instance takes these.
+            let commits = lock(&self.tracker).take_commit_list();
+            if let Some(list) = commits {
+                if let Err(e) = consumer.store_offsets(&list) {
+                    tracing::debug!(error = %e, "Storing offsets before revoke failed.");
+                }
+            }
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "Commit before revoke failed.");
+            }
+            let mut tracker = lock(&self.tracker);
+            for p in partitions.elements() {
+                tracker.revoke(p.topic(), p.partition());
+            }
+            tracing::info!(partitions = partitions.count(), "Partitions revoked.");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = partitions.count(), "Partitions assigned.");
+        }
+    }
+}
+
+/// A finished record, to be marked done in the tracker.
+#[derive(Clone)]
+pub struct RecordRef {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    tracker: SharedTracker,
+}
+
+impl RecordRef {
+    pub fn complete(&self) {
+        lock(&self.tracker).complete(&self.topic, self.partition, self.offset);
+    }
+}
+
+pub struct TrackedConsumer {
+    pub consumer: StreamConsumer<TrackingContext>,
+    tracker: SharedTracker,
+    topics: Vec<Arc<str>>,
+}
+
+impl TrackedConsumer {
+    pub fn subscribe(
+        settings: &KafkaSettings,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<Self, KafkaSetupError> {
+        let tracker = SharedTracker::default();
+        let mut config = client_config(settings, ClientKind::Consumer);
+        config.set("group.id", group_id);
+        let consumer: StreamConsumer<TrackingContext> = config
+            .create_with_context(TrackingContext {
+                tracker: tracker.clone(),
+            })
+            .map_err(KafkaSetupError::Client)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(KafkaSetupError::Client)?;
+        Ok(TrackedConsumer {
+            consumer,
+            tracker,
+            topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+        })
+    }
+
+    /// Registers a record as in progress; complete the returned reference
+    /// once everything it caused is durable.
+    pub fn begin(&self, msg: &BorrowedMessage<'_>) -> RecordRef {
+        let topic = self
+            .topics
+            .iter()
+            .find(|t| t.as_ref() == msg.topic())
+            .cloned()
+            .unwrap_or_else(|| Arc::from(msg.topic()));
+        lock(&self.tracker).begin(&topic, msg.partition(), msg.offset());
+        RecordRef {
+            topic,
+            partition: msg.partition(),
+            offset: msg.offset(),
+            tracker: self.tracker.clone(),
+        }
+    }
+
+    /// Stores the offsets below which everything is done; the auto-commit
+    /// sends them to the broker.
+    pub fn store_done(&self) {
+        let commits = lock(&self.tracker).take_commit_list();
+        if let Some(list) = commits {
+            if let Err(e) = self.consumer.store_offsets(&list) {
+                tracing::debug!(error = %e, "Storing offsets failed (partition moved?).");
+            }
+        }
+    }
+
+    pub fn in_progress(&self) -> usize {
+        lock(&self.tracker).in_progress()
+    }
+
+    /// Waits up to `timeout` for in-progress work, then commits what is done.
+    pub async fn drain_and_commit(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.in_progress() > 0 && tokio::time::Instant::now() < deadline {
+            self.store_done();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = self.in_progress();
+        if left > 0 {
+            tracing::warn!(
+                unfinished = left,
+                "Shutdown timeout reached; unfinished records will be redelivered."
+            );
+        }
+        self.store_done();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "Final commit failed.");
+        }
+    }
+}

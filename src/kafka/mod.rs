@@ -1,0 +1,249 @@
+//! Kafka plumbing shared by every stage: client configuration, internal topic
+//! names and creation, record headers, and in-order offset tracking.
+
+pub mod consumer;
+pub mod offsets;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use std::sync::Arc;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::ClientConfig;
+
+use crate::config::{format_duration, KafkaSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {source}")]
+    CreateTopic {
+        topic: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopicCode {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Names of the internal topics, all `<prefix>.<name>`.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub prefix: String,
+    pub deliveries: String,
+    pub invalid: String,
+    pub subscriptions: String,
+    pub attempts: String,
+    pub dlq: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str) -> Self {
+        Topics {
+            prefix: prefix.to_string(),
+            deliveries: format!("{prefix}.deliveries"),
+            invalid: format!("{prefix}.invalid"),
+            subscriptions: format!("{prefix}.subscriptions"),
+            attempts: format!("{prefix}.attempts"),
+            dlq: format!("{prefix}.dlq"),
+        }
+    }
+
+    pub fn retry(&self, delay: Duration) -> String {
+        format!("{}.retry.{}", self.prefix, format_duration(delay))
+    }
+}
+
+/// librdkafka configuration: brokers, then `[kafka.client]`, then the
+/// per-kind table.
+pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    config.set("client.id", format!("rewardhooks-{}", kind.name()));
+    match kind {
+        ClientKind::Producer => {
+            config
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5");
+        }
+        ClientKind::Consumer => {
+            config
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("auto.commit.interval.ms", "1000")
+                .set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        ClientKind::Admin => {}
+    }
+    for (k, v) in &settings.client {
+        config.set(k, v);
+    }
+    let specific = match kind {
+        ClientKind::Producer => &settings.producer,
+        ClientKind::Consumer => &settings.consumer,
+        ClientKind::Admin => return config,
+    };
+    for (k, v) in specific {
+        config.set(k, v);
+    }
+    config
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum ClientKind {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Producer => "producer",
+            ClientKind::Consumer => "consumer",
+            ClientKind::Admin => "admin",
+        }
+    }
+}
+
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaSetupError> {
+    client_config(settings, ClientKind::Producer)
+        .create()
+        .map_err(KafkaSetupError::Client)
+}
+
+/// A topic rewardhooks makes sure exists at start.
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub compact: bool,
+}
+
+/// Creates the topics that do not exist yet; existing ones are left alone.
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    specs: &[TopicSpec],
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings, ClientKind::Admin)
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            let replication = TopicReplication::Fixed(settings.replication_factor);
+            let topic = NewTopic::new(&spec.name, spec.partitions, replication);
+            if spec.compact {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|source| KafkaSetupError::CreateTopic {
+            topic: specs
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "Created topic."),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaSetupError::CreateTopicCode { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Reads a UTF-8 header value by name (last one wins).
+pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
+    let headers = headers?;
+    headers
+        .iter()
+        .filter(|h| h.key == name)
+        .last()
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Builds headers from name/value pairs.
+pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs
+        .into_iter()
+        .fold(OwnedHeaders::new(), |acc, (key, value)| {
+            acc.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+}
+
+/// A record kept whole, so it can be produced again until the broker takes it.
+pub struct OwnedRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Arc<Vec<u8>>,
+    pub headers: OwnedHeaders,
+}
+
+impl OwnedRecord {
+    fn borrowed(&self) -> FutureRecord<'_, [u8], [u8]> {
+        let mut r = FutureRecord::to(&self.topic)
+            .payload(self.payload.as_slice())
+            .headers(self.headers.clone());
+        if let Some(key) = &self.key {
+            r = r.key(key.as_slice());
+        }
+        r
+    }
+
+    /// Hands the record to the producer now, waiting while its queue is full;
+    /// the future resolves with the broker's acknowledgement.
+    pub async fn enqueue(&self, producer: &FutureProducer) -> DeliveryFuture {
+        loop {
+            match producer.send_result(self.borrowed()) {
+                Ok(ack) => return ack,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "Cannot enqueue record; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    /// Produces until the broker acknowledges, backing off between tries.
+    pub async fn produce_durably(&self, producer: &FutureProducer) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match producer.send(self.borrowed(), Timeout::Never).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "Produce failed; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use rewardhooks::app::{App, Role, ALL_ROLES};
+use rewardhooks::config::Settings;
+
+/// Kafka-native webhook dispatcher: reward events become signed webhooks.
+#[derive(Parser)]
+#[command(name = "rewardhooks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service against Kafka (every role unless --roles says otherwise).
+    Run {
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Roles to run, comma separated.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        roles: Vec<Role>,
+    },
+    /// Run everything on an embedded in-process Kafka, for trying it out.
+    Dev {
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Also run a local receiver and produce sample events every few seconds.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Validate and print the effective configuration, secrets redacted.
+    CheckConfig {
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::CheckConfig { config } => Settings::load(config.as_deref())
+            .map(|s| print!("{}", s.redacted_toml()))
+            .map_err(anyhow::Error::from),
+        Command::Run { config, roles } => run(config, roles).await,
+        Command::Dev { config, demo } => rewardhooks::dev::run(config, demo).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rewardhooks: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Option<PathBuf>, roles: Vec<Role>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    let roles = if roles.is_empty() {
+        ALL_ROLES.to_vec()
+    } else {
+        roles
+    };
+    let app = App::start(settings, &roles).await?;
+    app.run_until_signal().await
+}

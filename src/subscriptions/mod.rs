@@ -1,0 +1,139 @@
+//! Subscriptions: the model, its secrets, and the store that keeps them in the
+//! compacted subscriptions topic and materializes them in memory.
+
+pub mod store;
+
+use std::fmt;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use store::SubscriptionStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Active,
+    Paused,
+    Disabled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// A signing secret, `whsec_` + base64 of 32 random bytes. Never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Secret(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    pub fn from_string(s: String) -> Self {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The HMAC key: the decoded bytes after `whsec_`.
+    pub fn key_bytes(&self) -> Option<Vec<u8>> {
+        let encoded = self.0.strip_prefix("whsec_").unwrap_or(&self.0);
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+    }
+}
+
+/// The stored form of a subscription (value of the subscriptions topic).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub owner: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub secret: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A new id: `sub_` + creation time and randomness, so ids sort by age.
+pub fn new_id() -> String {
+    let mut random = [0u8; 6];
+    rand::rng().fill_bytes(&mut random);
+    let millis = Utc::now().timestamp_millis().max(0) as u64;
+    let mut out = format!("sub_{millis:012x}");
+    for b in random {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_are_32_random_bytes_and_never_debug_printed() {
+        let a = Secret::generate();
+        let b = Secret::generate();
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with("whsec_"));
+        assert_eq!(a.key_bytes().unwrap().len(), 32);
+        assert_eq!(format!("{a:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn ids_sort_by_creation() {
+        let a = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id();
+        assert!(a < b, "{a} {b}");
+        assert_eq!(a.len(), "sub_".len() + 12 + 12);
+    }
+}
