@@ -51,6 +51,11 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         "<api.admin_token from your configuration>".to_string()
     };
     let input = settings.kafka.input_topics[0].clone();
+    // The mock cluster has no admin API; create the topics through it.
+    let topics = crate::kafka::Topics::new(&settings.kafka.topic_prefix);
+    for spec in crate::app::topic_specs(&settings, &topics) {
+        mock.create_topic(&spec.name, spec.partitions, 1)?;
+    }
     let app = App::start(settings, ALL_ROLES).await?;
     let api = app
         .api_addr

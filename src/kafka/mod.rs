@@ -139,6 +139,14 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = client_config(settings, ClientKind::Admin)
         .create()
         .map_err(KafkaSetupError::Client)?;
+    let existing = existing_topics(&admin).await?;
+    let specs: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| !existing.contains(&s.name))
+        .collect();
+    if specs.is_empty() {
+        return Ok(());
+    }
     let new_topics: Vec<NewTopic<'_>> = specs
         .iter()
         .map(|spec| {
@@ -171,6 +179,22 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+async fn existing_topics(
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<Vec<String>, KafkaSetupError> {
+    let metadata = tokio::task::block_in_place(|| {
+        admin
+            .inner()
+            .fetch_metadata(None, Timeout::After(Duration::from_secs(30)))
+    })
+    .map_err(KafkaSetupError::Client)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect())
 }
 
 /// Reads a UTF-8 header value by name (last one wins).
