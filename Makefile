@@ -1,0 +1,41 @@
+# rewardhooks: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run demo build release test unit lint fmt check-config bench clean-broker
+
+## Start everything on an embedded Kafka (no Kafka needed).
+run:
+	$(CARGO) run --release -- dev
+
+## Same, plus a local receiver and sample events every few seconds.
+demo:
+	$(CARGO) run --release -- dev --demo
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## Every test: installs Tansu if missing, starts it on a free port unless
+## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
+test:
+	scripts/tansu.sh install
+	scripts/tansu.sh run $(CARGO) test --all-targets -- --test-threads=2
+
+## Unit tests only; nothing needs to run.
+unit:
+	$(CARGO) test --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+check-config:
+	$(CARGO) run -- check-config
+
+clean-broker:
+	rm -rf .cache/tansu

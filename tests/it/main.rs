@@ -1,0 +1,6 @@
+//! Integration tests: one binary, a real Kafka-protocol broker at
+//! KAFKA_BOOTSTRAP (`make test` starts Tansu), rewardhooks as a process.
+
+mod api;
+mod pipeline;
+mod support;

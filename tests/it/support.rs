@@ -1,0 +1,538 @@
+//! Test support: the real broker at KAFKA_BOOTSTRAP, rewardhooks processes
+//! started from the built binary, and real HTTP receivers on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "it-admin-token";
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!("KAFKA_BOOTSTRAP is not set: run the integration tests with `make test`, which starts a broker")
+    })
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(name: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("it-{name}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One deployment's configuration: topics, group and tokens of one test.
+#[derive(Clone)]
+pub struct Deployment {
+    pub prefix: String,
+    pub input: String,
+    pub group: String,
+    pub partitions: i32,
+    delivery: String,
+}
+
+impl Deployment {
+    pub fn new(name: &str) -> Self {
+        let id = unique(name);
+        Deployment {
+            prefix: id.clone(),
+            input: format!("{id}.events"),
+            group: id,
+            partitions: 3,
+            delivery: String::new(),
+        }
+    }
+
+    /// Adds a `[delivery]` setting, e.g. `max_in_flight_per_subscription = 2`.
+    pub fn delivery(mut self, line: &str) -> Self {
+        self.delivery.push_str(line);
+        self.delivery.push('\n');
+        self
+    }
+
+    fn config(&self) -> String {
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+input_topics = ["{input}"]
+topic_prefix = "{prefix}"
+group_id = "{group}"
+partitions = {partitions}
+replication_factor = 1
+create_input_topics = true
+[kafka.consumer]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[delivery]
+shutdown_timeout = "5s"
+{delivery}
+[security]
+allow_insecure_http = true
+allow_private_networks = true
+[api]
+listen = "127.0.0.1:0"
+admin_token = "{ADMIN_TOKEN}"
+[api.tokens]
+alice = "alice-token"
+bob = "bob-token"
+"#,
+            brokers = bootstrap(),
+            input = self.input,
+            prefix = self.prefix,
+            group = self.group,
+            partitions = self.partitions,
+            delivery = self.delivery,
+        )
+    }
+}
+
+/// A rewardhooks process started from the built binary.
+pub struct Instance {
+    child: Child,
+    pub api: String,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Instance {
+    pub async fn start(deployment: &Deployment) -> Instance {
+        let config = tempfile::NamedTempFile::new().expect("temp config");
+        std::fs::write(config.path(), deployment.config()).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
+            .arg("run")
+            .arg("--config")
+            .arg(config.path())
+            .env("RUST_LOG", "info")
+            .env_remove("REWARDHOOKS_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rewardhooks");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut instance = Instance {
+            child,
+            api: String::new(),
+            logs,
+            _config: config,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr: SocketAddr = loop {
+            if let Some(addr) = instance.logged_api_addr() {
+                break addr;
+            }
+            if let Ok(Some(status)) = instance.child.try_wait() {
+                panic!(
+                    "rewardhooks exited with {status} before listening:\n{}",
+                    instance.logs.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rewardhooks did not start:\n{}",
+                instance.logs.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        instance.api = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        let ready_url = format!("{}/readyz", instance.api);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&ready_url).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "rewardhooks never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        instance
+    }
+
+    fn logged_api_addr(&self) -> Option<SocketAddr> {
+        self.logs.lock().unwrap().iter().find_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "API listening.").then(|| v["addr"].as_str()?.parse().ok())?
+        })
+    }
+
+    /// Waits until both consumer groups have partitions, so records
+    /// produced from now on are consumed by this instance.
+    pub async fn wait_assigned(&self) {
+        let logs = self.logs.clone();
+        eventually(
+            "both consumer groups assigned",
+            Duration::from_secs(60),
+            || {
+                logs.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|l| l.contains("Partitions assigned."))
+                    .count()
+                    >= 2
+            },
+        )
+        .await;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait for rewardhooks")
+    }
+
+    pub fn api_client(&self, token: &str) -> Api {
+        Api {
+            base: self.api.clone(),
+            token: token.to_string(),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap());
+        }
+        let resp = req.send().await.expect("API request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates a subscription; returns (id, secret).
+    pub async fn subscribe(
+        &self,
+        url: &str,
+        event_types: &[&str],
+        filter: Option<Value>,
+    ) -> (String, String) {
+        let mut body = json!({"url": url, "event_types": event_types});
+        if let Some(f) = filter {
+            body["filter"] = f;
+        }
+        let (status, v) = self.call("POST", "/v1/subscriptions", Some(body)).await;
+        assert_eq!(status, 201, "create subscription: {v}");
+        (
+            v["id"].as_str().unwrap().to_string(),
+            v["secret"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+/// A webhook as a receiver got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn event_id(&self) -> String {
+        self.headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Verifies with the standardwebhooks crate, an implementation we did
+    /// not write.
+    pub fn verify(&self, secret: &str) -> Result<(), String> {
+        standardwebhooks::Webhook::new(secret)
+            .map_err(|e| e.to_string())?
+            .verify(&self.body, &self.headers)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    answered: Arc<AtomicU32>,
+    status: StatusCode,
+    delay: Duration,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request.
+pub struct Receiver {
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    answered: Arc<AtomicU32>,
+}
+
+impl Receiver {
+    pub async fn start(status: u16, delay: Duration) -> Receiver {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let answered = Arc::new(AtomicU32::new(0));
+        let state = ReceiverState {
+            received: received.clone(),
+            answered: answered.clone(),
+            status: StatusCode::from_u16(status).unwrap(),
+            delay,
+        };
+        let router = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Receiver {
+            url,
+            received,
+            answered,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+
+    /// Requests answered so far (after their delay).
+    pub fn answered(&self) -> u32 {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    pub fn distinct_ids(&self) -> std::collections::BTreeSet<String> {
+        self.received().iter().map(Received::event_id).collect()
+    }
+}
+
+async fn receive(
+    State(state): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
+    tokio::time::sleep(state.delay).await;
+    state.answered.fetch_add(1, Ordering::SeqCst);
+    state.status
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("test producer")
+}
+
+/// A realistic event of `event_type` with the given id and data overrides.
+pub fn event(event_type: &str, id: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "type": event_type,
+        "source": "/it",
+        "time": chrono::Utc::now().to_rfc3339(),
+        "data": data,
+    })
+}
+
+pub fn sample_data(event_type: &str, n: usize) -> Value {
+    let tiers = ["bronze", "silver", "gold", "platinum"];
+    match event_type {
+        "points.earned" => {
+            json!({"customer_id": format!("cus_{n}"), "points": 10 + n, "reason": "purchase", "balance": 1000 + n})
+        }
+        "points.redeemed" => {
+            json!({"customer_id": format!("cus_{n}"), "points": 5, "redemption_id": format!("red_{n}"), "items": [{"sku": "GIFT", "quantity": 1}], "balance": 100})
+        }
+        "tier.changed" => {
+            json!({"customer_id": format!("cus_{n}"), "previous_tier": "silver", "new_tier": tiers[n % 4], "direction": "upgrade"})
+        }
+        _ => {
+            json!({"customer_id": format!("cus_{n}"), "changed_fields": ["email"], "profile": {"email": "x@example.com"}})
+        }
+    }
+}
+
+/// Produces a structured-mode CloudEvent.
+pub async fn produce_structured(producer: &FutureProducer, topic: &str, event: &Value) {
+    let payload = serde_json::to_vec(event).unwrap();
+    let key = event["data"]["customer_id"]
+        .as_str()
+        .unwrap_or("k")
+        .to_string();
+    producer
+        .send(
+            FutureRecord::to(topic).key(&key).payload(&payload),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .expect("produce structured event");
+}
+
+/// Produces a binary-mode CloudEvent: attributes in ce_ headers, data as value.
+pub async fn produce_binary(producer: &FutureProducer, topic: &str, event: &Value) {
+    let payload = serde_json::to_vec(&event["data"]).unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(rdkafka::message::Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(rdkafka::message::Header {
+            key: "ce_id",
+            value: event["id"].as_str(),
+        })
+        .insert(rdkafka::message::Header {
+            key: "ce_type",
+            value: event["type"].as_str(),
+        })
+        .insert(rdkafka::message::Header {
+            key: "ce_source",
+            value: Some("/it"),
+        })
+        .insert(rdkafka::message::Header {
+            key: "content-type",
+            value: Some("application/json"),
+        });
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(topic)
+                .payload(&payload)
+                .headers(headers),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .expect("produce binary event");
+}
+
+pub async fn produce_raw(producer: &FutureProducer, topic: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(topic).payload(payload),
+            Timeout::After(Duration::from_secs(30)),
+        )
+        .await
+        .expect("produce raw record");
+}
+
+/// A record read back from a topic: its headers and value.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads `topic` from the beginning until `want` records or the deadline.
+pub async fn read_topic(
+    topic: &str,
+    partitions: i32,
+    want: usize,
+    timeout: Duration,
+) -> Vec<TopicRecord> {
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < want && Instant::now() < deadline {
+            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = msg.headers() {
+                    for header in h.iter() {
+                        headers.insert(
+                            header.key.to_string(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(TopicRecord {
+                    headers,
+                    payload: msg.payload().unwrap_or_default().to_vec(),
+                });
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
