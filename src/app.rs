@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::deadletter::DeadLetters;
 use crate::events::Catalog;
 use crate::kafka::{ensure_topics, producer, TopicSpec, Topics};
 use crate::subscriptions::SubscriptionStore;
@@ -23,6 +24,7 @@ pub struct Shared {
     pub topics: Topics,
     pub catalog: Catalog,
     pub store: Arc<SubscriptionStore>,
+    pub dead_letters: Arc<DeadLetters>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
 }
@@ -64,6 +66,12 @@ pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
         compact: false,
     })
     .collect();
+    let schedule = crate::retry::Schedule::new(&settings.delivery.retry_schedule, topics);
+    specs.extend(schedule.topics().into_iter().map(|name| TopicSpec {
+        name,
+        partitions,
+        compact: false,
+    }));
     // One partition keeps every subscription write in one total order.
     specs.push(TopicSpec {
         name: topics.subscriptions.clone(),
@@ -94,11 +102,18 @@ impl App {
             topics.subscriptions.clone(),
             settings.api.write_timeout,
         );
+        let dead_letters = DeadLetters::new(
+            &settings.kafka,
+            producer.clone(),
+            topics.dlq.clone(),
+            topics.deliveries.clone(),
+        );
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             topics,
             catalog,
             store: store.clone(),
+            dead_letters: dead_letters.clone(),
             producer,
             kafka_reachable: AtomicBool::new(true),
         });
@@ -110,6 +125,11 @@ impl App {
         let follower = store.follow(&settings.kafka, stop_services.clone()).await?;
         services.spawn(async move {
             follower.await?;
+            Ok(())
+        });
+        let dlq_follower = dead_letters.follow(stop_services.clone()).await?;
+        services.spawn(async move {
+            dlq_follower.await?;
             Ok(())
         });
         services.spawn(watch_kafka(shared.clone(), stop_services.clone()));

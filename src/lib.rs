@@ -8,11 +8,13 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod deadletter;
 pub mod delivery;
 pub mod dev;
 pub mod events;
 pub mod fanout;
 pub mod kafka;
 pub mod metrics;
+pub mod retry;
 pub mod security;
 pub mod subscriptions;

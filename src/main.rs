@@ -31,6 +31,20 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Replay a subscription's dead letters as fresh deliveries.
+    Replay {
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+        /// The subscription whose dead letters to replay.
+        #[arg(long)]
+        subscription: String,
+        /// Only dead letters from this time on: RFC 3339, or a duration ago ("2h").
+        #[arg(long)]
+        since: Option<String>,
+        /// Also replay dead letters that were replayed before.
+        #[arg(long)]
+        again: bool,
+    },
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
@@ -61,6 +75,12 @@ async fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from),
         Command::Run { config, roles } => run(config, roles).await,
         Command::Dev { config, demo } => rewardhooks::dev::run(config, demo).await,
+        Command::Replay {
+            config,
+            subscription,
+            since,
+            again,
+        } => replay(config, subscription, since, again).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -80,4 +100,21 @@ async fn run(config: Option<PathBuf>, roles: Vec<Role>) -> anyhow::Result<()> {
     };
     let app = App::start(settings, &roles).await?;
     app.run_until_signal().await
+}
+
+async fn replay(
+    config: Option<PathBuf>,
+    subscription: String,
+    since: Option<String>,
+    again: bool,
+) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    let since = since
+        .map(|s| rewardhooks::deadletter::parse_since(&s, chrono::Utc::now()))
+        .transpose()?;
+    let replayed =
+        rewardhooks::deadletter::replay_subscription(&settings, &subscription, since, again)
+            .await?;
+    println!("replayed {replayed} dead letters of {subscription}");
+    Ok(())
 }

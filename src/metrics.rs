@@ -16,6 +16,8 @@ pub struct Metrics {
     pub delivery_attempt_duration: Histogram,
     pub event_to_delivery: Histogram,
     pub dead_letters: IntCounter,
+    pub retries_scheduled: IntCounterVec,
+    pub deliveries_deferred: IntCounter,
     pub deliveries_dropped: IntCounterVec,
     pub subscriptions: IntGaugeVec,
     pub in_flight_deliveries: IntGauge,
@@ -98,6 +100,23 @@ impl Metrics {
             )
             .unwrap_or_else(|e| panic!("metric dead_letters_total is malformed: {e}")),
         );
+        let retries_scheduled = counter_vec(
+            &registry,
+            "retries_scheduled_total",
+            "Failed deliveries written to a retry tier, by tier delay.",
+            &["delay"],
+        );
+        let deliveries_deferred = register(
+            &registry,
+            IntCounter::with_opts(
+                Opts::new(
+                    "deliveries_deferred_total",
+                    "Deliveries moved to the first retry tier without an attempt because their lane was full.",
+                )
+                .namespace("rewardhooks"),
+            )
+            .unwrap_or_else(|e| panic!("metric deliveries_deferred_total is malformed: {e}")),
+        );
         let deliveries_dropped = counter_vec(
             &registry,
             "deliveries_dropped_total",
@@ -147,6 +166,8 @@ impl Metrics {
             delivery_attempt_duration,
             event_to_delivery,
             dead_letters,
+            retries_scheduled,
+            deliveries_deferred,
             deliveries_dropped,
             subscriptions,
             in_flight_deliveries,

@@ -1,6 +1,7 @@
 //! The admin API: subscriptions, health, readiness and metrics over HTTP.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod error;
 pub mod subscriptions;
 
@@ -69,6 +70,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(subscriptions::delete),
         )
         .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route(
+            "/v1/dead-letters/replay",
+            axum::routing::post(dead_letters::replay),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -173,7 +173,7 @@ fn check_fields(
 }
 
 /// The subscription, if the caller may see it; another owner's is 404.
-fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
+pub(super) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
     state
         .shared
         .store

@@ -1,7 +1,8 @@
-//! Delivery: consume delivery records, queue each in its subscription's lane,
-//! sign and POST it, record the attempt, and settle the outcome. A record's
-//! offset is stored only when it was delivered (2xx) or its next home (the
-//! dead-letter topic) has acknowledged it.
+//! Delivery: consume delivery records (fresh ones and due retries), queue
+//! each in its subscription's lane, sign and POST it, record the attempt, and
+//! settle the outcome. A record's offset is stored only when it was delivered
+//! (2xx) or its next home (a retry tier or the dead-letter topic) has
+//! acknowledged it.
 
 pub mod record;
 pub mod sender;
@@ -22,6 +23,7 @@ use crate::fanout::matcher::LiveSubscription;
 use crate::kafka::consumer::{RecordRef, TrackedConsumer};
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
+use crate::retry::{Pauser, Schedule};
 use crate::subscriptions::Status;
 use record::{truncate, DeliveryHeaders};
 use sender::{AttemptResult, Outbound, Sender};
@@ -60,13 +62,19 @@ impl Drop for Job {
 pub struct Deliverer {
     shared: Arc<Shared>,
     sender: Sender,
+    schedule: Schedule,
 }
 
 impl Deliverer {
     pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
         let d = &shared.settings.delivery;
         let sender = Sender::new(d.timeout, d.max_response_bytes)?;
-        Ok(Deliverer { shared, sender })
+        let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
+        Ok(Deliverer {
+            shared,
+            sender,
+            schedule,
+        })
     }
 
     /// Sends a signed request to a subscription's endpoint and records the
@@ -141,26 +149,90 @@ impl Deliverer {
             let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
             METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
             tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
-        } else {
-            if result.status == Some(410) {
-                self.disable(&live, "endpoint answered 410 Gone").await;
-            }
+        } else if result.status == Some(410) {
+            self.disable(&live, "endpoint answered 410 Gone").await;
             self.dead_letter(&live, &job, &result).await;
+        } else {
+            let attempts = job.headers.attempts + 1;
+            match self.schedule.next_delay(attempts, result.retry_after) {
+                Some(delay) => self.schedule_retry(&live, &job, &result, delay).await,
+                None => self.dead_letter(&live, &job, &result).await,
+            }
         }
+        job.record.complete();
+    }
+
+    /// Headers after a failed attempt.
+    fn failed_headers(job: &Job, result: &AttemptResult, now_ms: i64) -> DeliveryHeaders {
+        DeliveryHeaders {
+            attempts: job.headers.attempts + 1,
+            first_attempt_ms: job.headers.first_attempt_ms.or(Some(now_ms)),
+            last_error: Some(result.describe()),
+            last_status: result.status,
+            ..job.headers.clone()
+        }
+    }
+
+    async fn schedule_retry(
+        &self,
+        live: &LiveSubscription,
+        job: &Job,
+        result: &AttemptResult,
+        delay: Duration,
+    ) {
+        let now = Utc::now().timestamp_millis();
+        let headers = DeliveryHeaders {
+            due_ms: Some(now + delay.as_millis() as i64),
+            ..Self::failed_headers(job, result, now)
+        };
+        let record = OwnedRecord {
+            topic: self.schedule.topic_for(delay).to_string(),
+            key: Some(live.sub.id.as_bytes().to_vec()),
+            payload: Arc::new(job.body.clone()),
+            headers: headers.to_kafka(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+        let label = crate::retry::delay_label(delay);
+        METRICS.retries_scheduled.with_label_values(&[&label]).inc();
+        METRICS
+            .deliveries
+            .with_label_values(&[&job.headers.event_type, "retry"])
+            .inc();
+        tracing::info!(
+            subscription_id = %live.sub.id,
+            event_id = %job.headers.event_id,
+            attempt = headers.attempts,
+            delay = %label,
+            error = %truncate(&result.describe(), 200),
+            "Delivery failed; retry scheduled."
+        );
+    }
+
+    /// Moves a job to the first retry tier without spending an attempt.
+    async fn defer(&self, job: Job) {
+        let delay = self.schedule.first();
+        let headers = DeliveryHeaders {
+            due_ms: Some(Utc::now().timestamp_millis() + delay.as_millis() as i64),
+            ..job.headers.clone()
+        };
+        let record = OwnedRecord {
+            topic: self.schedule.topic_for(delay).to_string(),
+            key: Some(job.subscription_id.as_bytes().to_vec()),
+            payload: Arc::new(job.body.clone()),
+            headers: headers.to_kafka(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+        METRICS.deliveries_deferred.inc();
         job.record.complete();
     }
 
     async fn dead_letter(&self, live: &LiveSubscription, job: &Job, result: &AttemptResult) {
         let now = Utc::now().timestamp_millis();
         let headers = DeliveryHeaders {
-            attempts: job.headers.attempts + 1,
-            first_attempt_ms: job.headers.first_attempt_ms.or(Some(now)),
-            last_error: Some(result.describe()),
-            last_status: result.status,
             subscription_id: Some(live.sub.id.clone()),
             dead_at_ms: Some(now),
             due_ms: None,
-            ..job.headers.clone()
+            ..Self::failed_headers(job, result, now)
         };
         let record = OwnedRecord {
             topic: self.shared.topics.dlq.clone(),
@@ -232,10 +304,12 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     shared.store.wait_ready().await;
     let settings = shared.settings.clone();
     let group = format!("{}.deliver", settings.kafka.group_id);
-    let topics = vec![shared.topics.deliveries.clone()];
-    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics)?;
-    tracing::info!(%group, "Delivery started.");
     let deliverer = Arc::new(Deliverer::new(shared.clone())?);
+    let mut topics = vec![shared.topics.deliveries.clone()];
+    topics.extend(deliverer.schedule.topics());
+    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics)?;
+    tracing::info!(%group, tiers = ?deliverer.schedule.topics(), "Delivery started.");
+    let mut pauser = Pauser::default();
     let in_flight = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
     let mut lanes: HashMap<String, mpsc::Sender<Job>> = HashMap::new();
     let mut store_tick = tokio::time::interval(Duration::from_millis(200));
@@ -243,7 +317,12 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            _ = store_tick.tick() => { consumer.store_done(); continue }
+            Some(key) = pauser.wake_rx.recv() => { pauser.wake(&consumer, key); continue }
+            _ = store_tick.tick() => {
+                consumer.store_done();
+                lanes.retain(|_, lane| !lane.is_closed());
+                continue
+            }
             permit = in_flight.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
@@ -253,6 +332,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break 'poll,
+                Some(key) = pauser.wake_rx.recv() => pauser.wake(&consumer, key),
                 _ = store_tick.tick() => consumer.store_done(),
                 msg = consumer.consumer.recv() => break msg,
             }
@@ -265,9 +345,15 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
                 continue;
             }
         };
+        let headers = DeliveryHeaders::from_kafka(msg.headers());
+        if deliverer.schedule.is_tier(msg.topic()) {
+            let due = headers.as_ref().ok().and_then(|h| h.due_ms);
+            if !pauser.admit(&consumer, &msg, due, Utc::now().timestamp_millis()) {
+                continue;
+            }
+        }
         let record = consumer.begin(&msg);
         let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-        let headers = DeliveryHeaders::from_kafka(msg.headers());
         let (Some(subscription_id), Ok(headers)) = (key, headers) else {
             METRICS
                 .deliveries_dropped
@@ -289,7 +375,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
             record,
             _permit: permit,
         };
-        dispatch(&mut lanes, &deliverer, &settings.delivery, job).await;
+        dispatch(&mut lanes, &deliverer, &settings.delivery, job);
     }
     consumer
         .drain_and_commit(settings.delivery.shutdown_timeout)
@@ -299,7 +385,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
 }
 
 /// Puts a job in its subscription's lane, starting the lane if needed.
-async fn dispatch(
+fn dispatch(
     lanes: &mut HashMap<String, mpsc::Sender<Job>>,
     deliverer: &Arc<Deliverer>,
     settings: &crate::config::DeliverySettings,
@@ -318,12 +404,11 @@ async fn dispatch(
         match lane.try_send(job) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(j)) => {
-                // The lane is full: wait for room. Other subscriptions' work
-                // already queued keeps flowing in their own lanes.
-                match lane.send(j).await {
-                    Ok(()) => return,
-                    Err(mpsc::error::SendError(j)) => job = j,
-                }
+                // Neither memory nor the partition's other subscriptions wait
+                // behind a full lane: the delivery goes to the first tier.
+                let deliverer = deliverer.clone();
+                tokio::spawn(async move { deliverer.defer(j).await });
+                return;
             }
             Err(mpsc::error::TrySendError::Closed(j)) => job = j,
         }

@@ -2,6 +2,7 @@
 //! names and creation, record headers, and in-order offset tracking.
 
 pub mod consumer;
+pub mod follower;
 pub mod offsets;
 
 use std::time::Duration;

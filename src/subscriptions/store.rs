@@ -6,18 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
 use crate::events::Event;
 use crate::fanout::matcher::{Index, LiveSubscription};
-use crate::kafka::{client_config, ClientKind};
+use crate::kafka::follower::{Applied, Follower};
 use crate::metrics::METRICS;
 use crate::subscriptions::{Status, Subscription};
 
@@ -31,8 +28,6 @@ pub enum StoreError {
     },
     #[error("subscription {id} was written but not read back within {timeout:?}")]
     ReadBackTimeout { id: String, timeout: Duration },
-    #[error("subscription view setup failed: {0}")]
-    Setup(String),
     #[error("cannot follow the subscriptions topic {topic}: {source}")]
     Follow {
         topic: String,
@@ -45,14 +40,11 @@ pub enum StoreError {
 struct View {
     by_id: BTreeMap<String, Arc<LiveSubscription>>,
     index: Index,
-    /// Highest offset applied per partition.
-    applied: HashMap<i32, i64>,
 }
 
 pub struct SubscriptionStore {
     view: RwLock<View>,
-    version: watch::Sender<u64>,
-    ready: watch::Sender<bool>,
+    applied: Applied,
     producer: FutureProducer,
     topic: String,
     write_timeout: Duration,
@@ -62,8 +54,7 @@ impl SubscriptionStore {
     pub fn new(producer: FutureProducer, topic: String, write_timeout: Duration) -> Arc<Self> {
         Arc::new(SubscriptionStore {
             view: RwLock::new(View::default()),
-            version: watch::channel(0).0,
-            ready: watch::channel(false).0,
+            applied: Applied::default(),
             producer,
             topic,
             write_timeout,
@@ -77,81 +68,26 @@ impl SubscriptionStore {
         settings: &KafkaSettings,
         cancel: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
-        let follow_err = |source| StoreError::Follow {
-            topic: self.topic.clone(),
-            source,
-        };
-        let mut config = client_config(settings, ClientKind::Consumer);
-        config
-            .set(
-                "group.id",
-                format!("{}.subscriptions-view", settings.group_id),
-            )
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
-        let consumer: StreamConsumer = config.create().map_err(follow_err)?;
-        let topic = self.topic.clone();
-        let (consumer, ends) = tokio::task::spawn_blocking(move || {
-            let metadata =
-                consumer.fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(30)))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            let mut ends = HashMap::new();
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions {
-                let (_, high) = consumer.fetch_watermarks(
-                    &topic,
-                    p,
-                    Timeout::After(Duration::from_secs(30)),
-                )?;
-                ends.insert(p, high);
-                tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
-            }
-            consumer.assign(&tpl)?;
-            Ok::<_, rdkafka::error::KafkaError>((consumer, ends))
-        })
-        .await
-        .map_err(|e| StoreError::Setup(e.to_string()))?
-        .map_err(follow_err)?;
-
+        let follower = Follower::start(settings, "subscriptions-view", &self.topic)
+            .await
+            .map_err(|source| StoreError::Follow {
+                topic: self.topic.clone(),
+                source,
+            })?;
+        let ends = follower.ends.clone();
         let store = self.clone();
         store.check_caught_up(&ends);
-        Ok(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    msg = consumer.recv() => match msg {
-                        Ok(msg) => {
-                            let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-                            store.apply(key, msg.payload(), msg.partition(), msg.offset());
-                            store.check_caught_up(&ends);
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "Reading the subscriptions topic failed; retrying.");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
-            }
-        }))
+        Ok(tokio::spawn(follower.run(cancel, move |msg| {
+            let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+            store.apply(key, msg.payload(), msg.partition(), msg.offset());
+            store.check_caught_up(&ends);
+        })))
     }
 
     fn check_caught_up(&self, ends: &HashMap<i32, i64>) {
-        if *self.ready.borrow() {
-            return;
-        }
-        let caught_up = {
-            let view = self.read();
-            ends.iter()
-                .all(|(p, high)| *high <= 0 || view.applied.get(p).is_some_and(|o| o + 1 >= *high))
-        };
-        if caught_up {
+        if self.applied.check_caught_up(ends) {
             let count = self.read().by_id.len();
             tracing::info!(subscriptions = count, "Subscription view caught up.");
-            self.ready.send_replace(true);
         }
     }
 
@@ -199,20 +135,17 @@ impl SubscriptionStore {
                     view.by_id.insert(id, live);
                 }
             }
-            let applied = view.applied.entry(partition).or_insert(offset);
-            *applied = (*applied).max(offset);
         }
-        self.version.send_modify(|v| *v += 1);
+        self.applied.record(partition, offset);
     }
 
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.applied.is_ready()
     }
 
     /// Waits until the view has caught up with the topic.
     pub async fn wait_ready(&self) {
-        let mut rx = self.ready.subscribe();
-        let _ = rx.wait_for(|ready| *ready).await;
+        self.applied.wait_ready().await
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveSubscription>> {
@@ -290,26 +223,17 @@ impl SubscriptionStore {
                 id: id.to_string(),
                 source,
             })?;
-        let mut rx = self.version.subscribe();
-        let applied = |store: &Self| {
-            store
-                .read()
-                .applied
-                .get(&partition)
-                .is_some_and(|o| *o >= offset)
-        };
-        let wait = async {
-            while !applied(self) {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
-        tokio::time::timeout(self.write_timeout, wait)
+        if self
+            .applied
+            .wait_for(partition, offset, self.write_timeout)
             .await
-            .map_err(|_| StoreError::ReadBackTimeout {
+        {
+            Ok(())
+        } else {
+            Err(StoreError::ReadBackTimeout {
                 id: id.to_string(),
                 timeout: self.write_timeout,
             })
+        }
     }
 }

@@ -3,4 +3,5 @@
 
 mod api;
 mod pipeline;
+mod retry;
 mod support;

@@ -2,10 +2,11 @@
 //! started from the built binary, and real HTTP receivers on 127.0.0.1.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -289,6 +290,7 @@ impl Api {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub at: Instant,
 }
 
 impl Received {
@@ -314,11 +316,15 @@ impl Received {
     }
 }
 
+/// A status and an optional Retry-After header.
+type ScriptedAnswer = (u16, Option<String>);
+
 #[derive(Clone)]
 struct ReceiverState {
     received: Arc<Mutex<Vec<Received>>>,
     answered: Arc<AtomicU32>,
-    status: StatusCode,
+    script: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
+    fallback: Arc<AtomicU16>,
     delay: Duration,
 }
 
@@ -327,16 +333,34 @@ pub struct Receiver {
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
     answered: Arc<AtomicU32>,
+    fallback: Arc<AtomicU16>,
 }
 
 impl Receiver {
     pub async fn start(status: u16, delay: Duration) -> Receiver {
+        Self::scripted(&[], status, delay).await
+    }
+
+    /// Answers the first requests from `script` (status, Retry-After), then
+    /// `fallback`.
+    pub async fn scripted(
+        script: &[(u16, Option<&str>)],
+        fallback: u16,
+        delay: Duration,
+    ) -> Receiver {
         let received = Arc::new(Mutex::new(Vec::new()));
         let answered = Arc::new(AtomicU32::new(0));
+        let fallback = Arc::new(AtomicU16::new(fallback));
         let state = ReceiverState {
             received: received.clone(),
             answered: answered.clone(),
-            status: StatusCode::from_u16(status).unwrap(),
+            script: Arc::new(Mutex::new(
+                script
+                    .iter()
+                    .map(|(s, ra)| (*s, ra.map(str::to_string)))
+                    .collect(),
+            )),
+            fallback: fallback.clone(),
             delay,
         };
         let router = axum::Router::new()
@@ -349,7 +373,13 @@ impl Receiver {
             url,
             received,
             answered,
+            fallback,
         }
+    }
+
+    /// Changes the answer once the script is used up.
+    pub fn set_status(&self, status: u16) {
+        self.fallback.store(status, Ordering::SeqCst);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -374,15 +404,23 @@ async fn receive(
     State(state): State<ReceiverState>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
-    state
-        .received
-        .lock()
-        .unwrap()
-        .push(Received { headers, body });
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    state.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let scripted = state.script.lock().unwrap().pop_front();
     tokio::time::sleep(state.delay).await;
     state.answered.fetch_add(1, Ordering::SeqCst);
-    state.status
+    let (status, retry_after) =
+        scripted.unwrap_or_else(|| (state.fallback.load(Ordering::SeqCst), None));
+    let status = StatusCode::from_u16(status).unwrap();
+    match retry_after {
+        Some(ra) => (status, [("retry-after", ra)], "scripted").into_response(),
+        None => (status, "ok").into_response(),
+    }
 }
 
 pub fn producer() -> FutureProducer {

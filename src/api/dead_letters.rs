@@ -1,0 +1,117 @@
+//! `/v1/dead-letters` handlers: list and replay.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::subscriptions::{find, Page};
+use super::{ApiJson, AppState};
+use crate::deadletter::DeadLetter;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    subscription_id: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// Whether the caller may see dead letters of `subscription_id`: its own
+/// subscriptions; the admin also those of deleted subscriptions.
+fn visible(state: &AppState, caller: &Caller, subscription_id: &str) -> bool {
+    match caller {
+        Caller::Admin => true,
+        Caller::Owner(owner) => state
+            .shared
+            .store
+            .get(subscription_id)
+            .is_some_and(|l| &l.sub.owner == owner),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Page<DeadLetter>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 250"));
+    }
+    if let Some(id) = &q.subscription_id {
+        if !visible(&state, &caller, id) {
+            return Err(ApiError::not_found("subscription"));
+        }
+    }
+    let all = state.shared.dead_letters.list(|d| {
+        q.subscription_id
+            .as_ref()
+            .is_none_or(|id| &d.subscription_id == id)
+            && visible(&state, &caller, &d.subscription_id)
+    });
+    let start = match &q.cursor {
+        Some(c) => all
+            .iter()
+            .position(|d| &d.id == c)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
+    };
+    let data: Vec<DeadLetter> = all.iter().skip(start).take(limit).cloned().collect();
+    let next_cursor = (start + data.len() < all.len())
+        .then(|| data.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    subscription_id: String,
+    /// Dead letters to replay (even if replayed before); without it, every
+    /// dead letter of the subscription not replayed yet.
+    ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReplayResult {
+    replayed: usize,
+}
+
+pub async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ReplayRequest>,
+) -> Result<Json<ReplayResult>, ApiError> {
+    // Replaying needs the subscription to exist: deliveries go to it.
+    find(&state, &caller, &body.subscription_id)?;
+    let dead_letters = &state.shared.dead_letters;
+    let letters = match &body.ids {
+        Some(ids) => {
+            if ids.len() > 1000 {
+                return Err(ApiError::invalid(
+                    "too_many_ids",
+                    "at most 1000 ids per call",
+                ));
+            }
+            let (found, missing) = dead_letters.by_ids(&body.subscription_id, ids);
+            if !missing.is_empty() {
+                return Err(ApiError::invalid(
+                    "unknown_dead_letters",
+                    format!(
+                        "no dead letters {} for this subscription",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            found
+        }
+        None => dead_letters
+            .list(|d| d.subscription_id == body.subscription_id && d.replayed_at.is_none()),
+    };
+    let replayed = dead_letters
+        .replay(&letters)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    Ok(Json(ReplayResult { replayed }))
+}
