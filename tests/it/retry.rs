@@ -294,3 +294,39 @@ async fn records_in_a_later_tier_do_not_block_earlier_tiers_or_fresh_deliveries(
     .await;
     assert_eq!(stuck.count(), 2, "the 60s tier record is still waiting");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replay_command_re_enqueues_a_subscriptions_dead_letters() {
+    let (deployment, instance) = start_with_schedule("cli", &["1s"]).await;
+    let receiver = Receiver::start(503, Duration::ZERO).await;
+    let (sub_id, _) = instance
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    instance.wait_assigned().await;
+    send_one(&deployment, "evt_cli").await;
+    let dlq = read_topic(
+        &format!("{}.dlq", deployment.prefix),
+        deployment.partitions,
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(receiver.count(), 2);
+    receiver.set_status(200);
+    let output =
+        tokio::task::block_in_place(|| instance.command(&["replay", "--subscription", &sub_id]));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("replayed 1 dead letters"), "{stdout}");
+    eventually("replayed delivery arrives", Duration::from_secs(30), || {
+        receiver.count() >= 3
+    })
+    .await;
+    assert_eq!(receiver.received()[2].event_id(), "evt_cli");
+}

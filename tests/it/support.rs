@@ -212,6 +212,17 @@ impl Instance {
         .await;
     }
 
+    /// Runs another rewardhooks command with this instance's configuration.
+    pub fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
+            .args(args)
+            .arg("--config")
+            .arg(self._config.path())
+            .env_remove("REWARDHOOKS_CONFIG")
+            .output()
+            .expect("run rewardhooks")
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
