@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run demo build release test unit lint fmt check-config bench clean-broker
+.PHONY: run demo build release test unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -33,6 +33,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Regenerate the committed OpenAPI document from the handlers.
+openapi:
+	$(CARGO) run --quiet -- openapi > src/api/openapi.json
 
 check-config:
 	$(CARGO) run -- check-config

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::deadletter::DeadLetters;
+use crate::delivery::log::AttemptLog;
 use crate::events::Catalog;
 use crate::kafka::{ensure_topics, producer, TopicSpec, Topics};
 use crate::subscriptions::SubscriptionStore;
@@ -25,6 +26,7 @@ pub struct Shared {
     pub catalog: Catalog,
     pub store: Arc<SubscriptionStore>,
     pub dead_letters: Arc<DeadLetters>,
+    pub attempt_log: Arc<AttemptLog>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
 }
@@ -114,6 +116,7 @@ impl App {
             catalog,
             store: store.clone(),
             dead_letters: dead_letters.clone(),
+            attempt_log: AttemptLog::new(settings.api.attempts_per_subscription),
             producer,
             kafka_reachable: AtomicBool::new(true),
         });
@@ -130,6 +133,18 @@ impl App {
         let dlq_follower = dead_letters.follow(stop_services.clone()).await?;
         services.spawn(async move {
             dlq_follower.await?;
+            Ok(())
+        });
+        let attempts_follower = shared
+            .attempt_log
+            .follow(
+                &settings.kafka,
+                &shared.topics.attempts,
+                stop_services.clone(),
+            )
+            .await?;
+        services.spawn(async move {
+            attempts_follower.await?;
             Ok(())
         });
         services.spawn(watch_kafka(shared.clone(), stop_services.clone()));

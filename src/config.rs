@@ -102,6 +102,8 @@ pub struct ApiSettings {
     pub admin_token: String,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    pub max_subscriptions_per_owner: usize,
+    pub attempts_per_subscription: usize,
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
 }
@@ -253,6 +255,12 @@ impl Settings {
                     return Err(invalid(key, "sha256: must be followed by 64 hex digits"));
                 }
             }
+        }
+        if self.api.attempts_per_subscription == 0 || self.api.attempts_per_subscription > 10_000 {
+            return Err(invalid(
+                "api.attempts_per_subscription",
+                "must be between 1 and 10000",
+            ));
         }
         if self.api.tokens.values().any(|t| t.is_empty()) {
             return Err(invalid("api.tokens", "a token must not be empty"));

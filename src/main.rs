@@ -45,6 +45,8 @@ enum Command {
         #[arg(long)]
         again: bool,
     },
+    /// Print the OpenAPI 3.1 document of the admin API.
+    Openapi,
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
@@ -74,6 +76,13 @@ async fn main() -> std::process::ExitCode {
             .map(|s| print!("{}", s.redacted_toml()))
             .map_err(anyhow::Error::from),
         Command::Run { config, roles } => run(config, roles).await,
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            rewardhooks::api::ApiDoc::openapi()
+                .to_pretty_json()
+                .map(|doc| println!("{doc}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Dev { config, demo } => rewardhooks::dev::run(config, demo).await,
         Command::Replay {
             config,

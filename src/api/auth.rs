@@ -113,6 +113,8 @@ mod tests {
             listen: "127.0.0.1:0".into(),
             admin_token: "admin-token".into(),
             write_timeout: std::time::Duration::from_secs(1),
+            max_subscriptions_per_owner: 10,
+            attempts_per_subscription: 10,
             tokens: BTreeMap::from([
                 ("alice".to_string(), "alice-token".to_string()),
                 ("bob".to_string(), hashed),

@@ -1,16 +1,18 @@
 //! `/v1/dead-letters` handlers: list and replay.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::subscriptions::{find, Page};
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::deadletter::DeadLetter;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     subscription_id: Option<String>,
     limit: Option<usize>,
@@ -30,10 +32,18 @@ fn visible(state: &AppState, caller: &Caller, subscription_id: &str) -> bool {
     }
 }
 
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead-letters",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Newest first", body = Page<DeadLetter>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such subscription, or another owner's", body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<DeadLetter>>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=250).contains(&limit) {
@@ -64,7 +74,7 @@ pub async fn list(
     Ok(Json(Page { data, next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     subscription_id: String,
@@ -73,11 +83,21 @@ pub struct ReplayRequest {
     ids: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReplayResult {
     replayed: usize,
 }
 
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters",
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, body = ReplayResult),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "Unknown dead letter ids, or too many", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,

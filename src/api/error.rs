@@ -57,6 +57,24 @@ impl ApiError {
     }
 }
 
+/// The error body, for the API description.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: unauthorized, not_found, bad_request,
+    /// invalid_url, invalid_event_types, invalid_filter, invalid_rate_limit,
+    /// invalid_description, invalid_metadata, invalid_owner, invalid_status,
+    /// invalid_body, limit_reached, unknown_dead_letters, too_many_ids,
+    /// unsupported_media_type, payload_too_large, method_not_allowed,
+    /// unavailable.
+    pub code: String,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

@@ -1,6 +1,8 @@
-//! The admin API: subscriptions, health, readiness and metrics over HTTP.
+//! The admin API: subscriptions, dead letters, the event catalog, the
+//! OpenAPI document, health, readiness and metrics over HTTP.
 
 pub mod auth;
+pub mod catalog;
 pub mod dead_letters;
 pub mod error;
 pub mod subscriptions;
@@ -8,15 +10,19 @@ pub mod subscriptions;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::app::Shared;
+use crate::delivery::Deliverer;
 use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
@@ -28,6 +34,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub shared: Arc<Shared>,
     pub auth: Arc<Auth>,
+    /// Sends test webhooks through the real signing and HTTP path.
+    pub deliverer: Arc<Deliverer>,
 }
 
 /// `Json` whose rejections use the API's error shape.
@@ -53,11 +61,63 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    let state = AppState {
-        auth: Arc::new(Auth::new(&shared.settings.api)),
-        shared,
-    };
+/// `Query` whose rejections use the API's error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 description of the API, generated from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "rewardhooks admin API",
+        description = "Subscriptions, secrets, test webhooks, delivery log, dead letters and the event catalog. Every call needs `Authorization: Bearer <token>`."
+    ),
+    paths(
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::get,
+        subscriptions::update,
+        subscriptions::delete,
+        subscriptions::secret,
+        subscriptions::rotate_secret,
+        subscriptions::test,
+        subscriptions::attempts,
+        dead_letters::list,
+        dead_letters::replay,
+        catalog::list,
+        openapi,
+        metrics,
+        healthz,
+        readyz,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/v1/subscriptions",
@@ -70,19 +130,44 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .delete(subscriptions::delete),
         )
         .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
-        .route("/v1/dead-letters", get(dead_letters::list))
         .route(
-            "/v1/dead-letters/replay",
-            axum::routing::post(dead_letters::replay),
+            "/v1/subscriptions/{id}/secret/rotate",
+            post(subscriptions::rotate_secret),
         )
+        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
+        .route(
+            "/v1/subscriptions/{id}/attempts",
+            get(subscriptions::attempts),
+        )
+        .route("/v1/dead-letters", get(dead_letters::list))
+        .route("/v1/dead-letters/replay", post(dead_letters::replay))
+        .route("/v1/event-types", get(catalog::list))
+        .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not take that method",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -90,6 +175,19 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: Kafka answers and the subscription view has caught up.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", content_type = "application/json"),
+        (status = 503, description = "Not ready; the body says what is missing", content_type = "application/json"),
+    ))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let loaded = state.shared.store.is_ready();
     let kafka = state.shared.kafka_reachable.load(Ordering::Relaxed);
@@ -108,8 +206,34 @@ pub async fn serve(
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(shared))
+    let state = AppState {
+        auth: Arc::new(Auth::new(&shared.settings.api)),
+        deliverer: Arc::new(Deliverer::new(shared.clone())?),
+        shared,
+    };
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed copy (`src/api/openapi.json`, for readers and client
+    /// generators) is what the server serves. Regenerate it with
+    /// `make openapi` after changing the API.
+    #[test]
+    fn committed_openapi_document_matches_the_generated_one() {
+        let generated: serde_json::Value =
+            serde_json::to_value(ApiDoc::openapi()).expect("serializable");
+        let committed: serde_json::Value =
+            serde_json::from_str(include_str!("openapi.json")).expect("committed document parses");
+        assert_eq!(
+            generated, committed,
+            "src/api/openapi.json is stale: run `make openapi`"
+        );
+        assert!(generated["openapi"].as_str().unwrap().starts_with("3.1"));
+    }
 }

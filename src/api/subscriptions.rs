@@ -1,16 +1,19 @@
 //! `/v1/subscriptions` handlers.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::error::ApiError;
-use super::{ApiJson, AppState};
+use super::error::{ApiError, ErrorBody};
+use super::{ApiJson, ApiQuery, AppState};
+use crate::delivery::record::DeliveryHeaders;
+use crate::delivery::AttemptRecord;
 use crate::fanout::matcher::Filter;
 use crate::subscriptions::{new_id, RateLimit, Secret, Status, Subscription};
 
@@ -19,7 +22,7 @@ const MAX_DESCRIPTION: usize = 1024;
 const MAX_METADATA_BYTES: usize = 4096;
 
 /// A subscription as the API shows it: everything but the secrets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionView {
     pub id: String,
     pub owner: String,
@@ -28,10 +31,12 @@ pub struct SubscriptionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub filter: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,39 +68,52 @@ impl From<&Subscription> for SubscriptionView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
+    /// `https` endpoint (http only where the operator allows it).
     url: String,
+    /// Exact types or dot-segment wildcards (`tier.*`, `*`).
     event_types: Vec<String>,
     description: Option<String>,
+    /// Dotted path to condition over the outbound body, e.g.
+    /// `{"data.new_tier":{"$in":["gold","platinum"]}}`.
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
     rate_limit: Option<RateLimit>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// Admin only: the owner to create the subscription for.
     owner: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSubscription {
     url: Option<String>,
     event_types: Option<Vec<String>>,
     description: Option<String>,
+    /// An empty object removes the filter.
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
     rate_limit: Option<RateLimit>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// `active` or `paused` (a paused subscription gets no new events).
     status: Option<Status>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1 to 250, default 50.
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Page<T> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
 }
@@ -183,6 +201,18 @@ pub(super) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Subscr
         .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
+#[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions",
+    request_body = CreateSubscription,
+    responses(
+        (status = 201, description = "Created; the only answer that carries the secret", body = SubscriptionView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 409, description = "Owner's subscription limit reached", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid url, event_types, filter, rate_limit, description, metadata or owner", body = ErrorBody),
+        (status = 503, description = "Subscription store unavailable", body = ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,6 +229,16 @@ pub async fn create(
         (Caller::Admin, Some(o)) if !o.trim().is_empty() => o,
         (Caller::Admin, _) => "admin".to_string(),
     };
+    let cap = state.shared.settings.api.max_subscriptions_per_owner;
+    if state.shared.store.count_owned(&owner) >= cap {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!(
+                "owner {owner} already has {cap} subscriptions (api.max_subscriptions_per_owner)"
+            ),
+        ));
+    }
     check_url(&state, &body.url).await?;
     check_event_types(&state, &body.event_types)?;
     check_fields(
@@ -237,10 +277,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Page<SubscriptionView>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<SubscriptionView>>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=250).contains(&limit) {
@@ -262,6 +309,13 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "No such subscription, or another owner's", body = ErrorBody),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -270,6 +324,17 @@ pub async fn get(
     Ok(Json(SubscriptionView::from(&find(&state, &caller, &id)?)))
 }
 
+#[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = UpdateSubscription,
+    responses(
+        (status = 200, body = SubscriptionView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -326,6 +391,14 @@ pub async fn update(
     Ok(Json(SubscriptionView::from(&sub)))
 }
 
+#[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 204, description = "Deleted; pending deliveries are dropped"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -342,11 +415,18 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SecretView {
     secret: String,
 }
 
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, body = SecretView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
 pub async fn secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -356,4 +436,125 @@ pub async fn secret(
     Ok(Json(SecretView {
         secret: sub.secret.expose().to_string(),
     }))
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The new secret; the old one keeps signing for delivery.rotation_grace", body = SecretView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SecretView>, ApiError> {
+    let mut sub = find(&state, &caller, &id)?;
+    let now = Utc::now();
+    let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
+        .unwrap_or_else(|_| chrono::Duration::days(1));
+    sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
+    sub.previous_secret_expires_at = Some(now + grace);
+    sub.updated_at = now;
+    state
+        .shared
+        .store
+        .put(&sub)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    tracing::info!(subscription_id = %sub.id, "Secret rotated.");
+    Ok(Json(SecretView {
+        secret: sub.secret.expose().to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// A catalog type; its example is sent with id `evt_test_…`.
+    event_type: String,
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = TestRequest,
+    responses(
+        (status = 200, description = "The attempt, whatever the endpoint answered", body = AttemptRecord),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "Unknown event type", body = ErrorBody),
+    ))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TestRequest>,
+) -> Result<Json<AttemptRecord>, ApiError> {
+    let sub = find(&state, &caller, &id)?;
+    let Some(kind) = state.shared.catalog.get(&body.event_type) else {
+        return Err(ApiError::invalid(
+            "invalid_event_types",
+            format!("event type {:?} is not in the catalog", body.event_type),
+        ));
+    };
+    let event = kind.example_event(format!("evt_test_{}", &new_id()[4..]));
+    let live = state
+        .shared
+        .store
+        .get(&sub.id)
+        .ok_or_else(|| ApiError::not_found("subscription"))?;
+    let headers = DeliveryHeaders::fresh(&event);
+    let (_, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
+    Ok(Json(attempt))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttemptsQuery {
+    /// 1 to 250, default 50.
+    limit: Option<usize>,
+    /// Only attempts before this time (RFC 3339); `next_cursor` of the previous page.
+    before: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id"), AttemptsQuery),
+    responses(
+        (status = 200, description = "Newest first", body = Page<AttemptRecord>),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<AttemptsQuery>,
+) -> Result<Json<Page<AttemptRecord>>, ApiError> {
+    let sub = find(&state, &caller, &id)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 250"));
+    }
+    let before = q
+        .before
+        .map(|b| {
+            chrono::DateTime::parse_from_rfc3339(&b)
+                .map(|t| t.to_utc())
+                .map_err(|_| ApiError::bad_request("before must be an RFC 3339 time"))
+        })
+        .transpose()?;
+    let data = state.shared.attempt_log.recent(&sub.id, before, limit + 1);
+    let more = data.len() > limit;
+    let data: Vec<AttemptRecord> = data.into_iter().take(limit).collect();
+    let next_cursor = more
+        .then(|| {
+            data.last()
+                .map(|a| a.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        })
+        .flatten();
+    Ok(Json(Page { data, next_cursor }))
 }

@@ -42,7 +42,7 @@ pub enum DeadLetterError {
     Write(#[source] rdkafka::error::KafkaError),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: String,
     pub event_id: String,

@@ -4,6 +4,7 @@
 //! (2xx) or its next home (a retry tier or the dead-letter topic) has
 //! acknowledged it.
 
+pub mod log;
 pub mod record;
 pub mod sender;
 pub mod signing;
@@ -29,7 +30,7 @@ use record::{truncate, DeliveryHeaders};
 use sender::{AttemptResult, Outbound, Sender};
 
 /// One attempt as written to the attempts topic and served by the API.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub subscription_id: String,
     pub event_id: String,

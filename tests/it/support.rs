@@ -58,6 +58,7 @@ pub struct Deployment {
     pub group: String,
     pub partitions: i32,
     delivery: String,
+    api: String,
 }
 
 impl Deployment {
@@ -69,6 +70,7 @@ impl Deployment {
             group: id,
             partitions: 3,
             delivery: String::new(),
+            api: String::new(),
         }
     }
 
@@ -76,6 +78,13 @@ impl Deployment {
     pub fn delivery(mut self, line: &str) -> Self {
         self.delivery.push_str(line);
         self.delivery.push('\n');
+        self
+    }
+
+    /// Adds an `[api]` setting, e.g. `max_subscriptions_per_owner = 2`.
+    pub fn api(mut self, line: &str) -> Self {
+        self.api.push_str(line);
+        self.api.push('\n');
         self
     }
 
@@ -102,6 +111,7 @@ allow_private_networks = true
 [api]
 listen = "127.0.0.1:0"
 admin_token = "{ADMIN_TOKEN}"
+{api}
 [api.tokens]
 alice = "alice-token"
 bob = "bob-token"
@@ -112,6 +122,7 @@ bob = "bob-token"
             group = self.group,
             partitions = self.partitions,
             delivery = self.delivery,
+            api = self.api,
         )
     }
 }
