@@ -75,7 +75,7 @@ impl AttemptLog {
             .filter(|a| before.is_none_or(|b| a.at < b))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.at.cmp(&a.at));
+        out.sort_by_key(|a| std::cmp::Reverse(a.at));
         out.truncate(limit);
         out
     }
