@@ -70,6 +70,14 @@ pub struct DeliverySettings {
     pub max_in_flight_per_subscription: usize,
     pub lane_capacity: usize,
     pub max_in_flight: usize,
+    pub max_concurrent_requests: usize,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub circuit_breaker_threshold: u32,
+    #[serde(with = "duration")]
+    pub circuit_breaker_cooldown: Duration,
+    #[serde(with = "duration")]
+    pub disable_after: Duration,
     #[serde(with = "duration")]
     pub rotation_grace: Duration,
     pub max_response_bytes: usize,
@@ -235,6 +243,18 @@ impl Settings {
         }
         if d.max_in_flight == 0 {
             return Err(invalid("delivery.max_in_flight", "must be at least 1"));
+        }
+        if d.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "delivery.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if (d.rate_limit_per_second == 0) != (d.rate_limit_burst == 0) {
+            return Err(invalid(
+                "delivery.rate_limit_burst",
+                "set both rate_limit_per_second and rate_limit_burst, or neither",
+            ));
         }
         if self.api.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub deliveries_dropped: IntCounterVec,
     pub subscriptions: IntGaugeVec,
     pub in_flight_deliveries: IntGauge,
+    pub rate_limited: IntCounter,
+    pub circuit_open: IntGauge,
     pub build_info: IntGaugeVec,
 }
 
@@ -143,6 +145,28 @@ impl Metrics {
             )
             .unwrap_or_else(|e| panic!("metric in_flight_deliveries is malformed: {e}")),
         );
+        let rate_limited = register(
+            &registry,
+            IntCounter::with_opts(
+                Opts::new(
+                    "rate_limited_total",
+                    "Times a delivery waited for its subscription's rate limit.",
+                )
+                .namespace("rewardhooks"),
+            )
+            .unwrap_or_else(|e| panic!("metric rate_limited_total is malformed: {e}")),
+        );
+        let circuit_open = register(
+            &registry,
+            IntGauge::with_opts(
+                Opts::new(
+                    "circuit_open",
+                    "Subscriptions on this instance whose circuit breaker is open.",
+                )
+                .namespace("rewardhooks"),
+            )
+            .unwrap_or_else(|e| panic!("metric circuit_open is malformed: {e}")),
+        );
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -171,6 +195,8 @@ impl Metrics {
             deliveries_dropped,
             subscriptions,
             in_flight_deliveries,
+            rate_limited,
+            circuit_open,
             build_info,
         }
     }

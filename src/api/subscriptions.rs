@@ -41,6 +41,15 @@ pub struct SubscriptionView {
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<chrono::DateTime<Utc>>,
+    /// `open` while the circuit breaker holds deliveries back, else `closed`.
+    pub circuit: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_open_until: Option<chrono::DateTime<Utc>>,
+    /// First failure since the last success (set while failing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<chrono::DateTime<Utc>>,
     pub created_at: chrono::DateTime<Utc>,
     pub updated_at: chrono::DateTime<Utc>,
     /// Only in the answer to the create call.
@@ -61,6 +70,15 @@ impl From<&Subscription> for SubscriptionView {
             metadata: s.metadata.clone(),
             status: s.status,
             disabled_reason: s.disabled_reason.clone(),
+            disabled_at: s.disabled_at,
+            circuit: if s.circuit_open_until.is_some() {
+                "open"
+            } else {
+                "closed"
+            }
+            .to_string(),
+            circuit_open_until: s.circuit_open_until,
+            failing_since: s.failing_since,
             created_at: s.created_at,
             updated_at: s.updated_at,
             secret: None,
@@ -259,6 +277,9 @@ pub async fn create(
         metadata: body.metadata,
         status: Status::Active,
         disabled_reason: None,
+        disabled_at: None,
+        circuit_open_until: None,
+        failing_since: None,
         secret: Secret::generate(),
         previous_secret: None,
         previous_secret_expires_at: None,
@@ -376,8 +397,14 @@ pub async fn update(
             ))
         }
         Some(status) => {
+            if sub.status == Status::Disabled && status == Status::Active {
+                // Re-enabled: start with a clean slate.
+                sub.circuit_open_until = None;
+                sub.failing_since = None;
+            }
             sub.status = status;
             sub.disabled_reason = None;
+            sub.disabled_at = None;
         }
         None => {}
     }

@@ -4,14 +4,15 @@
 //! (2xx) or its next home (a retry tier or the dead-letter topic) has
 //! acknowledged it.
 
+pub mod flow;
 pub mod log;
 pub mod record;
 pub mod sender;
 pub mod signing;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rdkafka::message::Message;
@@ -25,7 +26,8 @@ use crate::kafka::consumer::{RecordRef, TrackedConsumer};
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
 use crate::retry::{Pauser, Schedule};
-use crate::subscriptions::Status;
+use crate::subscriptions::{RateLimit, Status};
+use flow::{Admit, Circuit, TokenBucket, Transition};
 use record::{truncate, DeliveryHeaders};
 use sender::{AttemptResult, Outbound, Sender};
 
@@ -64,6 +66,8 @@ pub struct Deliverer {
     shared: Arc<Shared>,
     sender: Sender,
     schedule: Schedule,
+    /// HTTP requests in flight on this instance, all subscriptions together.
+    requests: Semaphore,
 }
 
 impl Deliverer {
@@ -71,10 +75,12 @@ impl Deliverer {
         let d = &shared.settings.delivery;
         let sender = Sender::new(d.timeout, d.max_response_bytes)?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
+        let requests = Semaphore::new(d.max_concurrent_requests);
         Ok(Deliverer {
             shared,
             sender,
             schedule,
+            requests,
         })
     }
 
@@ -86,6 +92,7 @@ impl Deliverer {
         headers: &DeliveryHeaders,
         body: &[u8],
     ) -> (AttemptResult, AttemptRecord) {
+        let permit = self.requests.acquire().await;
         let now = Utc::now();
         let keys = live.signing_keys(now);
         let result = self
@@ -97,6 +104,7 @@ impl Deliverer {
                 keys: &keys,
             })
             .await;
+        drop(permit);
         METRICS
             .delivery_attempt_duration
             .observe(result.duration.as_secs_f64());
@@ -122,25 +130,26 @@ impl Deliverer {
         (result, attempt)
     }
 
-    /// Runs one delivery to its end: delivered, dropped or dead-lettered.
-    async fn deliver(&self, job: Job) {
-        let Some(live) = self.shared.store.get(&job.subscription_id) else {
-            METRICS
-                .deliveries_dropped
-                .with_label_values(&["subscription_deleted"])
-                .inc();
-            job.record.complete();
-            return;
+    /// The subscription a job is for, or `None` (job settled and counted)
+    /// when it was deleted or disabled.
+    fn live_for(&self, job: &Job) -> Option<Arc<LiveSubscription>> {
+        let reason = match self.shared.store.get(&job.subscription_id) {
+            Some(live) if live.sub.status != Status::Disabled => return Some(live),
+            Some(_) => "subscription_disabled",
+            None => "subscription_deleted",
         };
-        if live.sub.status == Status::Disabled {
-            METRICS
-                .deliveries_dropped
-                .with_label_values(&["subscription_disabled"])
-                .inc();
-            job.record.complete();
-            return;
-        }
-        let (result, _) = self.attempt(&live, &job.headers, &job.body).await;
+        METRICS
+            .deliveries_dropped
+            .with_label_values(&[reason])
+            .inc();
+        job.record.complete();
+        None
+    }
+
+    /// Runs one delivery to its end: delivered, retried or dead-lettered.
+    /// Returns whether the endpoint accepted it.
+    async fn deliver(&self, live: &LiveSubscription, job: Job) -> bool {
+        let (result, _) = self.attempt(live, &job.headers, &job.body).await;
         let event_type = job.headers.event_type.as_str();
         if result.success() {
             METRICS
@@ -151,16 +160,17 @@ impl Deliverer {
             METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
             tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
         } else if result.status == Some(410) {
-            self.disable(&live, "endpoint answered 410 Gone").await;
-            self.dead_letter(&live, &job, &result).await;
+            self.disable(live, "endpoint answered 410 Gone").await;
+            self.dead_letter(live, &job, &result).await;
         } else {
             let attempts = job.headers.attempts + 1;
             match self.schedule.next_delay(attempts, result.retry_after) {
-                Some(delay) => self.schedule_retry(&live, &job, &result, delay).await,
-                None => self.dead_letter(&live, &job, &result).await,
+                Some(delay) => self.schedule_retry(live, &job, &result, delay).await,
+                None => self.dead_letter(live, &job, &result).await,
             }
         }
         job.record.complete();
+        result.success()
     }
 
     /// Headers after a failed attempt.
@@ -255,13 +265,39 @@ impl Deliverer {
         );
     }
 
-    async fn disable(&self, live: &LiveSubscription, reason: &str) {
+    /// Records circuit state in the subscription, so every instance (and
+    /// the API) sees it and a new owner of the partition starts from it.
+    async fn save_circuit(
+        &self,
+        id: &str,
+        open_until: Option<chrono::DateTime<Utc>>,
+        failing_since: Option<chrono::DateTime<Utc>>,
+    ) {
+        let Some(live) = self.shared.store.get(id) else {
+            return;
+        };
         let mut sub = live.sub.clone();
+        sub.circuit_open_until = open_until;
+        sub.failing_since = failing_since;
+        sub.updated_at = Utc::now();
+        if let Err(e) = self.shared.store.put(&sub).await {
+            tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.");
+        }
+    }
+
+    async fn disable(&self, live: &LiveSubscription, reason: &str) {
+        // Start from the newest version: a circuit write may have come first.
+        let mut sub = self
+            .shared
+            .store
+            .get(&live.sub.id)
+            .map_or_else(|| live.sub.clone(), |l| l.sub.clone());
         if sub.status == Status::Disabled {
             return;
         }
         sub.status = Status::Disabled;
         sub.disabled_reason = Some(reason.to_string());
+        sub.disabled_at = Some(Utc::now());
         sub.updated_at = Utc::now();
         match self.shared.store.put(&sub).await {
             Ok(()) => tracing::warn!(subscription_id = %sub.id, %reason, "Subscription disabled."),
@@ -272,9 +308,29 @@ impl Deliverer {
     }
 }
 
-/// A subscription's queue and its concurrency cap.
-async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, max_in_flight: usize) {
+/// A subscription's queue: its circuit breaker, rate limit and
+/// concurrency cap, applied in that order.
+async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscription_id: String) {
+    let settings = &deliverer.shared.settings.delivery;
+    let max_in_flight = settings.max_in_flight_per_subscription;
+    let default_limit = (settings.rate_limit_per_second > 0).then(|| RateLimit {
+        per_second: settings.rate_limit_per_second,
+        burst: settings.rate_limit_burst,
+    });
     let slots = Arc::new(Semaphore::new(max_in_flight));
+    let circuit = Arc::new(Mutex::new(Circuit::new(
+        settings.circuit_breaker_threshold,
+        settings.circuit_breaker_cooldown,
+        settings.disable_after,
+    )));
+    if let Some(live) = deliverer.shared.store.get(&subscription_id) {
+        let mut c = lock(&circuit);
+        c.restore(live.sub.circuit_open_until, live.sub.failing_since);
+        if c.is_open() {
+            METRICS.circuit_open.inc();
+        }
+    }
+    let mut bucket: Option<TokenBucket> = None;
     loop {
         let job = match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
             Ok(Some(job)) => job,
@@ -290,15 +346,71 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, max_in
                 continue;
             }
         };
+        let Some(live) = deliverer.live_for(&job) else {
+            continue;
+        };
+        // Ask the breaker only once a slot is free: the attempts before this
+        // one have finished and told it how they went.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let deliverer = deliverer.clone();
-        tokio::spawn(async move {
-            deliverer.deliver(job).await;
+        if lock(&circuit).admit(Utc::now()) == Admit::Defer {
             drop(slot);
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move { deliverer.defer(job).await });
+            continue;
+        }
+        if let Some(limit) = live.sub.rate_limit.as_ref().or(default_limit.as_ref()) {
+            let bucket =
+                bucket.get_or_insert_with(|| TokenBucket::new(limit.clone(), Instant::now()));
+            bucket.set_limit(limit);
+            while let Err(wait) = bucket.take(Instant::now()) {
+                METRICS.rate_limited.inc();
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let deliverer = deliverer.clone();
+        let circuit = circuit.clone();
+        tokio::spawn(async move {
+            let success = deliverer.deliver(&live, job).await;
+            drop(slot);
+            let transition = lock(&circuit).record(success, Utc::now());
+            let id = &live.sub.id;
+            match transition {
+                Some(Transition::Opened) => {
+                    METRICS.circuit_open.inc();
+                    tracing::warn!(subscription_id = %id, "Circuit opened: deliveries wait for the cool-down.");
+                }
+                Some(Transition::Closed) => {
+                    METRICS.circuit_open.dec();
+                    tracing::info!(subscription_id = %id, "Circuit closed: the endpoint answers again.");
+                }
+                Some(Transition::Exhausted) => {
+                    let reason = format!(
+                        "failing continuously for {}",
+                        crate::config::format_duration(
+                            deliverer.shared.settings.delivery.disable_after
+                        )
+                    );
+                    deliverer.disable(&live, &reason).await;
+                    return;
+                }
+                None => return,
+            }
+            let (open_until, failing_since) = {
+                let c = lock(&circuit);
+                (c.open_until, c.failing_since)
+            };
+            deliverer.save_circuit(id, open_until, failing_since).await;
         });
     }
+    if lock(&circuit).is_open() {
+        METRICS.circuit_open.dec();
+    }
+}
+
+fn lock(circuit: &Mutex<Circuit>) -> std::sync::MutexGuard<'_, Circuit> {
+    circuit.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -308,7 +420,10 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     let deliverer = Arc::new(Deliverer::new(shared.clone())?);
     let mut topics = vec![shared.topics.deliveries.clone()];
     topics.extend(deliverer.schedule.topics());
-    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics)?;
+    // Range assignment gives one instance the same partition number of every
+    // topic: a subscription's fresh deliveries and its retries share a lane,
+    // so its rate limit and circuit are exact.
+    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics, "range")?;
     tracing::info!(%group, tiers = ?deliverer.schedule.topics(), "Delivery started.");
     let mut pauser = Pauser::default();
     let in_flight = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
@@ -395,11 +510,7 @@ fn dispatch(
     loop {
         let lane = lanes.entry(job.subscription_id.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(settings.lane_capacity);
-            tokio::spawn(run_lane(
-                deliverer.clone(),
-                rx,
-                settings.max_in_flight_per_subscription,
-            ));
+            tokio::spawn(run_lane(deliverer.clone(), rx, job.subscription_id.clone()));
             tx
         });
         match lane.try_send(job) {

@@ -26,8 +26,12 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     shared.store.wait_ready().await;
     let settings = &shared.settings;
     let group = format!("{}.fanout", settings.kafka.group_id);
-    let consumer =
-        TrackedConsumer::subscribe(&settings.kafka, &group, &settings.kafka.input_topics)?;
+    let consumer = TrackedConsumer::subscribe(
+        &settings.kafka,
+        &group,
+        &settings.kafka.input_topics,
+        "cooperative-sticky",
+    )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
     let in_flight = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
     let mut store_tick = tokio::time::interval(Duration::from_millis(200));

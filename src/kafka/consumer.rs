@@ -80,10 +80,17 @@ impl TrackedConsumer {
         settings: &KafkaSettings,
         group_id: &str,
         topics: &[String],
+        assignment_strategy: &str,
     ) -> Result<Self, KafkaSetupError> {
         let tracker = SharedTracker::default();
         let mut config = client_config(settings, ClientKind::Consumer);
-        config.set("group.id", group_id);
+        config
+            .set("group.id", group_id)
+            .set("partition.assignment.strategy", assignment_strategy);
+        // An operator's explicit choice wins.
+        if let Some(strategy) = settings.consumer.get("partition.assignment.strategy") {
+            config.set("partition.assignment.strategy", strategy);
+        }
         let consumer: StreamConsumer<TrackingContext> = config
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),

@@ -83,8 +83,7 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
                 .set("enable.auto.commit", "true")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("auto.commit.interval.ms", "1000")
-                .set("partition.assignment.strategy", "cooperative-sticky");
+                .set("auto.commit.interval.ms", "1000");
         }
         ClientKind::Admin => {}
     }

@@ -93,6 +93,14 @@ pub struct Subscription {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Set while the circuit breaker holds deliveries back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_open_until: Option<DateTime<Utc>>,
+    /// First failure since the last success, kept when the circuit opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
     pub secret: Secret,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret: Option<Secret>,

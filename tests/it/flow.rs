@@ -1,0 +1,280 @@
+//! Flow control: rate limits, circuit breaking, auto-disable, bounded memory.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Most requests that arrived within any 1-second window.
+fn busiest_second(times: &[Instant]) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+async fn rate_limited_run(instances: usize) {
+    let deployment = Deployment::new("rate");
+    let mut running = Vec::new();
+    for _ in 0..instances {
+        running.push(Instance::start(&deployment).await);
+    }
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let api = running[0].api_client("alice-token");
+    let (id, _) = api.subscribe(&receiver.url, &["points.earned"], None).await;
+    let (status, v) = api
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{id}"),
+            Some(json!({"rate_limit": {"per_second": 20, "burst": 5}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for i in &running {
+        i.wait_assigned().await;
+    }
+    if instances > 1 {
+        // Both instances share the partitions once the group settles.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+    }
+    let producer = producer();
+    for n in 0..100 {
+        let e = event(
+            "points.earned",
+            &format!("evt_rl{n}"),
+            sample_data("points.earned", n),
+        );
+        produce_structured(&producer, &deployment.input, &e).await;
+    }
+    eventually("all 100 delivered", Duration::from_secs(90), || {
+        receiver.distinct_ids().len() >= 100
+    })
+    .await;
+    let times: Vec<Instant> = receiver.received().iter().map(|r| r.at).collect();
+    let span = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    assert!(
+        span >= Duration::from_millis(4000),
+        "100 at 20/s with burst 5 took only {span:?}"
+    );
+    let busiest = busiest_second(&times);
+    assert!(
+        busiest <= 25,
+        "{busiest} requests within one second (limit 20/s + burst 5)"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", running[0].api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rewardhooks_rate_limited_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_spreads_a_burst_over_time() {
+    rate_limited_run(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rate_limit_holds_with_two_instances() {
+    rate_limited_run(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_nothing() {
+    let deployment = Deployment::new("circuit")
+        .delivery("timeout = \"1s\"")
+        .delivery(
+            "retry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        )
+        .delivery("max_in_flight_per_subscription = 1")
+        .delivery("circuit_breaker_threshold = 3")
+        .delivery("circuit_breaker_cooldown = \"6s\"");
+    let instance = Instance::start(&deployment).await;
+    let bad = Receiver::start(200, Duration::from_secs(10)).await;
+    let healthy = Receiver::start(200, Duration::ZERO).await;
+    let api = instance.api_client("alice-token");
+    let (bad_id, _) = api.subscribe(&bad.url, &["tier.changed"], None).await;
+    api.subscribe(&healthy.url, &["tier.changed"], None).await;
+    instance.wait_assigned().await;
+    let producer = producer();
+    for n in 0..20 {
+        let e = event(
+            "tier.changed",
+            &format!("evt_c{n}"),
+            sample_data("tier.changed", n),
+        );
+        produce_structured(&producer, &deployment.input, &e).await;
+    }
+    eventually(
+        "healthy subscriber got all 20",
+        Duration::from_secs(30),
+        || healthy.distinct_ids().len() >= 20,
+    )
+    .await;
+    assert!(
+        bad.count() <= 2,
+        "the healthy one finished before the bad one's third timeout"
+    );
+
+    // Three timeouts open the circuit.
+    let mut sub = json!(null);
+    for _ in 0..300 {
+        let (_, v) = api
+            .call("GET", &format!("/v1/subscriptions/{bad_id}"), None)
+            .await;
+        if v["circuit"] == "open" {
+            sub = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sub["circuit"], "open", "{sub}");
+    assert!(sub["failing_since"].is_string());
+    let opened = Instant::now();
+    let attempts_when_opened = bad.count();
+    assert_eq!(attempts_when_opened, 3);
+    let metrics = reqwest::get(format!("{}/metrics", instance.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("rewardhooks_circuit_open 1"), "{metrics}");
+    // No attempts during the cool-down, then a single probe.
+    while opened.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            bad.count(),
+            attempts_when_opened,
+            "no attempts while the circuit is open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually(
+        "a probe after the cool-down",
+        Duration::from_secs(30),
+        || bad.count() > attempts_when_opened,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(bad.count(), attempts_when_opened + 1, "one probe at a time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_failing_for_disable_after_is_disabled_and_can_be_re_enabled() {
+    let deployment = Deployment::new("autodisable")
+        .delivery(
+            "retry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        )
+        .delivery("circuit_breaker_threshold = 0")
+        .delivery("disable_after = \"3s\"");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(500, Duration::ZERO).await;
+    let api = instance.api_client("alice-token");
+    let (id, _) = api.subscribe(&receiver.url, &["points.earned"], None).await;
+    instance.wait_assigned().await;
+    let e = event("points.earned", "evt_ad", sample_data("points.earned", 1));
+    produce_structured(&producer(), &deployment.input, &e).await;
+    let mut sub = json!(null);
+    for _ in 0..300 {
+        let (_, v) = api
+            .call("GET", &format!("/v1/subscriptions/{id}"), None)
+            .await;
+        if v["status"] == "disabled" {
+            sub = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sub["status"], "disabled", "{sub}");
+    assert!(
+        sub["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("failing continuously"),
+        "{sub}"
+    );
+    assert!(sub["disabled_at"].is_string());
+    let (status, v) = api
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{id}"),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["status"], "active");
+    assert!(
+        v.get("disabled_reason").is_none() && v.get("failing_since").is_none(),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_50000_events_to_a_slow_receiver_keeps_memory_flat_and_loses_nothing() {
+    let deployment = Deployment::new("burst")
+        .delivery("retry_schedule = [\"1s\"]")
+        .delivery("max_in_flight = 2000");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::from_millis(2)).await;
+    instance
+        .api_client("alice-token")
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    instance.wait_assigned().await;
+    let total = 50_000;
+    let producer = producer();
+    let mut pending = Vec::new();
+    for n in 0..total {
+        let e = event(
+            "points.earned",
+            &format!("evt_b{n}"),
+            sample_data("points.earned", n),
+        );
+        let payload = serde_json::to_vec(&e).unwrap();
+        let topic = deployment.input.clone();
+        let p = producer.clone();
+        pending.push(tokio::spawn(async move {
+            p.send(
+                rdkafka::producer::FutureRecord::<str, [u8]>::to(&topic).payload(&payload),
+                rdkafka::util::Timeout::After(Duration::from_secs(60)),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+        }));
+        if pending.len() >= 2000 {
+            for p in pending.drain(..) {
+                p.await.unwrap().expect("produce");
+            }
+        }
+    }
+    for p in pending.drain(..) {
+        p.await.unwrap().expect("produce");
+    }
+    let mut peak = 0;
+    eventually("all 50,000 delivered", Duration::from_secs(600), || {
+        peak = peak.max(instance.peak_rss());
+        receiver.distinct_ids().len() >= total
+    })
+    .await;
+    let peak = peak.max(instance.peak_rss());
+    let bound = 256 * 1024 * 1024;
+    assert!(
+        peak < bound,
+        "peak RSS {} MiB over the 256 MiB bound",
+        peak / (1024 * 1024)
+    );
+    println!("burst of {total}: peak RSS {} MiB", peak / (1024 * 1024));
+}
