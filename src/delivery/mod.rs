@@ -313,7 +313,7 @@ impl Deliverer {
 async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscription_id: String) {
     let settings = &deliverer.shared.settings.delivery;
     let max_in_flight = settings.max_in_flight_per_subscription;
-    let default_limit = (settings.rate_limit_per_second > 0).then(|| RateLimit {
+    let default_limit = (settings.rate_limit_per_second > 0).then_some(RateLimit {
         per_second: settings.rate_limit_per_second,
         burst: settings.rate_limit_burst,
     });
