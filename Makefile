@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run demo build release test unit lint fmt check-config openapi bench clean-broker
+.PHONY: run demo build release test test-alerts unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,9 +19,22 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test:
+test: test-alerts
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --all-targets -- --test-threads=2
+
+## Alert rules: syntax and unit tests (promtool, from Debian's prometheus).
+test-alerts:
+	@if command -v promtool >/dev/null 2>&1; then \
+	  promtool check rules deploy/prometheus/alerts.yml && \
+	  promtool test rules deploy/prometheus/alerts_test.yml; \
+	else echo "promtool not installed: alert rules not checked (apt-get install prometheus)"; fi
+
+## End-to-end benchmark (release build): throughput, latency, memory and
+## recovery next to an HTTP and a Kafka baseline measured in the same run.
+bench:
+	scripts/tansu.sh install
+	scripts/tansu.sh run $(CARGO) bench --bench e2e
 
 ## Unit tests only; nothing needs to run.
 unit:

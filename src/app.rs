@@ -157,6 +157,26 @@ impl App {
             let addr = listener.local_addr()?;
             api_addr = Some(addr);
             tracing::info!(%addr, "API listening.");
+            let schedule =
+                crate::retry::Schedule::new(&settings.delivery.retry_schedule, &shared.topics);
+            let mut deliver_topics = vec![shared.topics.deliveries.clone()];
+            deliver_topics.extend(schedule.topics());
+            let groups = vec![
+                crate::kafka::lag::Group {
+                    name: format!("{}.fanout", settings.kafka.group_id),
+                    topics: settings.kafka.input_topics.clone(),
+                },
+                crate::kafka::lag::Group {
+                    name: format!("{}.deliver", settings.kafka.group_id),
+                    topics: deliver_topics,
+                },
+            ];
+            services.spawn(crate::kafka::lag::run(
+                settings.kafka.clone(),
+                groups,
+                settings.metrics.lag_interval,
+                stop_services.clone(),
+            ));
             services.spawn(crate::api::serve(
                 listener,
                 shared.clone(),

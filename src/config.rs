@@ -33,6 +33,30 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub security: SecuritySettings,
     pub api: ApiSettings,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    #[serde(with = "duration")]
+    pub lag_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +299,18 @@ impl Settings {
                     return Err(invalid(key, "sha256: must be followed by 64 hex digits"));
                 }
             }
+        }
+        if self.metrics.lag_interval < Duration::from_millis(100) {
+            return Err(invalid("metrics.lag_interval", "must be at least 100ms"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a level or filter like \"info\"",
+                    self.log.level
+                ),
+            ));
         }
         if self.api.attempts_per_subscription == 0 || self.api.attempts_per_subscription > 10_000 {
             return Err(invalid(

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use rewardhooks::app::{App, Role, ALL_ROLES};
-use rewardhooks::config::Settings;
+use rewardhooks::config::{LogFormat, LogSettings, Settings};
 
 /// Kafka-native webhook dispatcher: reward events become signed webhooks.
 #[derive(Parser)]
@@ -54,23 +54,45 @@ enum Command {
     },
 }
 
-fn init_logging() {
+/// Logs go to stderr: JSON unless `log.format` (or a terminal) says text.
+fn init_logging(settings: Option<&LogSettings>) {
+    let level = settings.map_or("info", |s| s.level.as_str());
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
+    let json = match settings.map_or(LogFormat::Auto, |s| s.format) {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    if json {
         builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn config_path(command: &Command) -> Option<&std::path::Path> {
+    match command {
+        Command::Run { config, .. }
+        | Command::Dev { config, .. }
+        | Command::Replay { config, .. }
+        | Command::CheckConfig { config } => config.as_deref(),
+        Command::Openapi => None,
     }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // Logging follows the configuration; a configuration error is reported
+    // plainly below.
+    let log = Settings::load(config_path(&cli.command))
+        .ok()
+        .map(|s| s.log);
+    init_logging(log.as_ref());
     let result = match cli.command {
         Command::CheckConfig { config } => Settings::load(config.as_deref())
             .map(|s| print!("{}", s.redacted_toml()))

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub deliveries_deferred: IntCounter,
     pub deliveries_dropped: IntCounterVec,
     pub subscriptions: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
     pub in_flight_deliveries: IntGauge,
     pub rate_limited: IntCounter,
     pub circuit_open: IntGauge,
@@ -134,6 +135,18 @@ impl Metrics {
             )
             .unwrap_or_else(|e| panic!("metric subscriptions is malformed: {e}")),
         );
+        let consumer_lag = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag",
+                    "Records not yet committed by a rewardhooks consumer group, per topic (whole group; aggregate with max).",
+                )
+                .namespace("rewardhooks"),
+                &["group", "topic"],
+            )
+            .unwrap_or_else(|e| panic!("metric consumer_lag is malformed: {e}")),
+        );
         let in_flight_deliveries = register(
             &registry,
             IntGauge::with_opts(
@@ -194,6 +207,7 @@ impl Metrics {
             deliveries_deferred,
             deliveries_dropped,
             subscriptions,
+            consumer_lag,
             in_flight_deliveries,
             rate_limited,
             circuit_open,

@@ -3,6 +3,7 @@
 
 pub mod consumer;
 pub mod follower;
+pub mod lag;
 pub mod offsets;
 
 use std::time::Duration;

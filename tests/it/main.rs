@@ -3,6 +3,7 @@
 
 mod api;
 mod flow;
+mod observability;
 mod pipeline;
 mod retry;
 mod selfservice;

@@ -105,6 +105,8 @@ create_input_topics = true
 [delivery]
 shutdown_timeout = "5s"
 {delivery}
+[metrics]
+lag_interval = "500ms"
 [security]
 allow_insecure_http = true
 allow_private_networks = true
@@ -137,10 +139,17 @@ pub struct Instance {
 
 impl Instance {
     pub async fn start(deployment: &Deployment) -> Instance {
+        Self::start_roles(deployment, "fanout,deliver,api").await
+    }
+
+    /// Starts with only some roles (`--roles`); `api` must be one of them.
+    pub async fn start_roles(deployment: &Deployment, roles: &str) -> Instance {
         let config = tempfile::NamedTempFile::new().expect("temp config");
         std::fs::write(config.path(), deployment.config()).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
             .arg("run")
+            .arg("--roles")
+            .arg(roles)
             .arg("--config")
             .arg(config.path())
             .env("RUST_LOG", "info")
@@ -610,4 +619,58 @@ pub async fn read_topic(
     })
     .await
     .unwrap()
+}
+
+/// Samples of a Prometheus text exposition: (name, labels, value).
+pub fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().expect("numeric value");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closing brace");
+                    let labels = rest
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|pair| {
+                            let (k, v) = pair.split_once("=\"").expect("label pair");
+                            (k.to_string(), v.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), BTreeMap::new()),
+            };
+            (name, labels, value)
+        })
+        .collect()
+}
+
+/// The value of one sample, 0 if absent.
+pub fn sample(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map_or(0.0, |(_, _, v)| *v)
+}
+
+pub async fn metrics(instance: &Instance) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let text = reqwest::get(format!("{}/metrics", instance.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    parse_metrics(&text)
 }
