@@ -107,6 +107,10 @@ pub struct DeliverySettings {
     pub max_response_bytes: usize,
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Local address outgoing webhook connections are bound to ("" = any).
+    pub source_address: String,
+    /// Public addresses webhooks leave from, shown at GET /v1/egress-ips.
+    pub egress_ips: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -114,6 +118,8 @@ pub struct DeliverySettings {
 pub struct SecuritySettings {
     pub allow_insecure_http: bool,
     pub allow_private_networks: bool,
+    /// Address blocks allowed even though they are not public.
+    pub allowed_networks: Vec<String>,
     pub secrets_key: String,
 }
 
@@ -122,6 +128,7 @@ impl std::fmt::Debug for SecuritySettings {
         f.debug_struct("SecuritySettings")
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("allow_private_networks", &self.allow_private_networks)
+            .field("allowed_networks", &self.allowed_networks)
             .field("secrets_key", &redact(&self.secrets_key))
             .finish()
     }
@@ -194,6 +201,8 @@ impl Settings {
                 .list_separator(",")
                 .with_list_parse_key("kafka.input_topics")
                 .with_list_parse_key("delivery.retry_schedule")
+                .with_list_parse_key("delivery.egress_ips")
+                .with_list_parse_key("security.allowed_networks")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -299,6 +308,23 @@ impl Settings {
                     return Err(invalid(key, "sha256: must be followed by 64 hex digits"));
                 }
             }
+        }
+        for block in &self.security.allowed_networks {
+            block
+                .parse::<crate::security::Cidr>()
+                .map_err(|e| invalid("security.allowed_networks", e))?;
+        }
+        if !self.delivery.source_address.is_empty()
+            && self
+                .delivery
+                .source_address
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "delivery.source_address",
+                format!("{:?} is not an IP address", self.delivery.source_address),
+            ));
         }
         if self.metrics.lag_interval < Duration::from_millis(100) {
             return Err(invalid("metrics.lag_interval", "must be at least 100ms"));

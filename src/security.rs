@@ -1,10 +1,122 @@
-//! Destination checks for subscriber URLs: scheme and address rules.
+//! Destination checks for subscriber URLs: scheme and address rules, at
+//! registration and again at connect time (a DNS resolver for the HTTP client
+//! that only hands out permitted addresses, so DNS rebinding cannot pass).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
 use crate::config::SecuritySettings;
+
+/// An address block such as `10.20.0.0/16` or `fd00::/8`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address block like 10.0.0.0/8"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - self.prefix as u32).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - self.prefix as u32).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which destination addresses webhooks may go to.
+#[derive(Debug, Clone)]
+pub struct DestinationPolicy {
+    allow_private: bool,
+    allowed: Vec<Cidr>,
+}
+
+impl DestinationPolicy {
+    pub fn new(settings: &SecuritySettings) -> Self {
+        DestinationPolicy {
+            allow_private: settings.allow_private_networks,
+            allowed: settings
+                .allowed_networks
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+        }
+    }
+
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.allow_private || is_public(ip) || self.allowed.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// The HTTP client's resolver: only permitted addresses come back, so a name
+/// that resolves (or re-resolves) to a private address is never connected to.
+pub struct GuardedResolver {
+    policy: DestinationPolicy,
+}
+
+impl GuardedResolver {
+    pub fn new(policy: DestinationPolicy) -> Arc<Self> {
+        Arc::new(GuardedResolver { policy })
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let permitted: Vec<SocketAddr> = found
+                .into_iter()
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if permitted.is_empty() {
+                return Err(
+                    format!("destination refused: {host} resolves to no public address").into(),
+                );
+            }
+            Ok(Box::new(permitted.into_iter()) as Addrs)
+        })
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UrlError {
@@ -78,6 +190,7 @@ pub async fn check_url(url: &str, settings: &SecuritySettings) -> Result<Url, Ur
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
+    let policy = DestinationPolicy::new(settings);
     if settings.allow_private_networks {
         return Ok(parsed);
     }
@@ -93,7 +206,7 @@ pub async fn check_url(url: &str, settings: &SecuritySettings) -> Result<Url, Ur
     if addrs.is_empty() {
         return Err(UrlError::Unresolvable(host));
     }
-    if let Some(addr) = addrs.into_iter().find(|a| !is_public(*a)) {
+    if let Some(addr) = addrs.into_iter().find(|a| !policy.permits(*a)) {
         return Err(UrlError::NonPublic { host, addr });
     }
     Ok(parsed)
@@ -107,6 +220,7 @@ mod tests {
         SecuritySettings {
             allow_insecure_http: false,
             allow_private_networks: false,
+            allowed_networks: vec![],
             secrets_key: String::new(),
         }
     }
@@ -134,6 +248,128 @@ mod tests {
         for a in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
+    }
+
+    #[tokio::test]
+    async fn hostile_urls_are_refused_at_registration() {
+        let mut s = strict();
+        s.allow_insecure_http = true;
+        let hostile = [
+            "https://127.0.0.1/",
+            "https://127.1/",
+            "https://0x7f000001/",
+            "https://2130706433/",
+            "https://017700000001/",
+            "https://0177.0.0.1/",
+            "https://127.000.000.001/",
+            "https://0/",
+            "https://0.0.0.0/",
+            "https://localhost/",
+            "https://localhost./",
+            "https://[::1]/",
+            "https://[::]/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::ffff:7f00:1]/",
+            "https://[::ffff:10.0.0.1]/",
+            "https://10.0.0.1/",
+            "https://10.255.255.255/",
+            "https://172.16.0.1/",
+            "https://172.31.255.254/",
+            "https://192.168.0.1/",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://169.254.0.1/",
+            "https://100.64.0.1/",
+            "https://100.127.255.255/",
+            "https://224.0.0.1/",
+            "https://239.255.255.250/",
+            "https://255.255.255.255/",
+            "https://192.0.2.10/",
+            "https://198.51.100.1/",
+            "https://203.0.113.5/",
+            "https://198.18.0.1/",
+            "https://240.0.0.1/",
+            "https://[fd00::1]/",
+            "https://[fc00::1]/",
+            "https://[fe80::1]/",
+            "https://[ff02::1]/",
+            "https://[2001:db8::1]/",
+            "https://[64:ff9b::7f00:1]/",
+            "http://127.0.0.1:8080/",
+        ];
+        assert!(hostile.len() >= 30);
+        for url in hostile {
+            let err = check_url(url, &s).await.unwrap_err();
+            assert!(
+                matches!(err, UrlError::NonPublic { .. } | UrlError::Unresolvable(_)),
+                "{url}: {err}"
+            );
+        }
+        let strict = strict();
+        for url in [
+            "http://8.8.8.8/",
+            "ftp://8.8.8.8/",
+            "file:///etc/passwd",
+            "gopher://8.8.8.8/",
+        ] {
+            assert_eq!(
+                check_url(url, &strict).await.unwrap_err(),
+                UrlError::Scheme,
+                "{url}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn allowed_networks_let_private_blocks_through() {
+        let mut s = strict();
+        s.allowed_networks = vec!["10.20.0.0/16".into()];
+        assert!(check_url("https://10.20.3.4/hook", &s).await.is_ok());
+        assert!(check_url("https://10.21.3.4/hook", &s).await.is_err());
+        let block: Cidr = "fd12:3456::/32".parse().unwrap();
+        assert!(block.contains("fd12:3456:1::1".parse().unwrap()));
+        assert!(!block.contains("fd12:3457::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_private_address_is_refused_at_connect_time() {
+        // A real listener on loopback that must never see a connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = accepted.clone();
+        tokio::spawn(async move {
+            if listener.accept().await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let mut s = strict();
+        s.allow_insecure_http = true;
+        let sender = crate::delivery::sender::Sender::new(
+            std::time::Duration::from_secs(2),
+            1024,
+            DestinationPolicy::new(&s),
+            None,
+        )
+        .unwrap();
+        for url in [
+            format!("http://localhost:{port}/hook"),
+            format!("http://127.0.0.1:{port}/hook"),
+        ] {
+            let result = sender
+                .send(crate::delivery::sender::Outbound {
+                    url: &url,
+                    event_id: "evt_1",
+                    body: b"{}",
+                    keys: &[b"k".as_slice()],
+                })
+                .await;
+            let error = result.error.unwrap_or_default();
+            assert!(error.contains("destination refused"), "{url}: {error}");
+            assert_eq!(result.status, None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!accepted.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
@@ -166,6 +402,7 @@ mod tests {
         let dev = SecuritySettings {
             allow_insecure_http: true,
             allow_private_networks: true,
+            allowed_networks: vec![],
             secrets_key: String::new(),
         };
         assert!(check_url("http://127.0.0.1:9/hook", &dev).await.is_ok());

@@ -49,3 +49,25 @@ pub async fn list(
         next_cursor: None,
     }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EgressIps {
+    /// Public addresses webhooks leave from (`delivery.egress_ips`).
+    pub data: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/egress-ips", tag = "event-types",
+    responses(
+        (status = 200, description = "Addresses receivers can allow-list", body = EgressIps),
+        (status = 401, body = ErrorBody),
+    ))]
+pub async fn egress_ips(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<EgressIps>, ApiError> {
+    Ok(Json(EgressIps {
+        data: state.shared.settings.delivery.egress_ips.clone(),
+        next_cursor: None,
+    }))
+}

@@ -107,6 +107,7 @@ impl Modify for BearerAuth {
         dead_letters::list,
         dead_letters::replay,
         catalog::list,
+        catalog::egress_ips,
         openapi,
         metrics,
         healthz,
@@ -142,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/event-types", get(catalog::list))
+        .route("/v1/egress-ips", get(catalog::egress_ips))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

@@ -73,7 +73,11 @@ pub struct Deliverer {
 impl Deliverer {
     pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
         let d = &shared.settings.delivery;
-        let sender = Sender::new(d.timeout, d.max_response_bytes)?;
+        let source = (!d.source_address.is_empty())
+            .then(|| d.source_address.parse().ok())
+            .flatten();
+        let policy = crate::security::DestinationPolicy::new(&shared.settings.security);
+        let sender = Sender::new(d.timeout, d.max_response_bytes, policy, source)?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
         let requests = Semaphore::new(d.max_concurrent_requests);
         Ok(Deliverer {

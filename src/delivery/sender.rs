@@ -2,9 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::net::IpAddr;
+
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 
 use crate::delivery::signing::signature_header;
+use crate::security::{DestinationPolicy, GuardedResolver};
 
 pub const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -46,11 +49,20 @@ pub struct Outbound<'a> {
 pub struct Sender {
     client: reqwest::Client,
     max_response_bytes: usize,
+    /// Checked here for IP-literal URLs, which skip the resolver.
+    policy: DestinationPolicy,
 }
 
 impl Sender {
-    pub fn new(timeout: Duration, max_response_bytes: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        timeout: Duration,
+        max_response_bytes: usize,
+        policy: DestinationPolicy,
+        source_address: Option<IpAddr>,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .dns_resolver(GuardedResolver::new(policy.clone()))
+            .local_address(source_address)
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -62,11 +74,28 @@ impl Sender {
         Ok(Sender {
             client,
             max_response_bytes,
+            policy,
         })
     }
 
     pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
         let started = Instant::now();
+        let literal = reqwest::Url::parse(req.url).ok().and_then(|u| {
+            u.host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok()
+        });
+        if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
+            return AttemptResult {
+                status: None,
+                error: Some(format!("destination refused: {ip} is not a public address")),
+                response_body: String::new(),
+                duration: started.elapsed(),
+                retry_after: None,
+            };
+        }
         let timestamp = chrono::Utc::now().timestamp();
         let signature = signature_header(req.keys, req.event_id, timestamp, req.body);
         let mut headers = HeaderMap::new();

@@ -361,6 +361,7 @@ async fn the_catalog_and_the_openapi_document_describe_every_route() {
         ("get", "/v1/dead-letters"),
         ("post", "/v1/dead-letters/replay"),
         ("get", "/v1/event-types"),
+        ("get", "/v1/egress-ips"),
         ("get", "/openapi.json"),
         ("get", "/metrics"),
         ("get", "/healthz"),
