@@ -17,6 +17,7 @@ use crate::deadletter::DeadLetters;
 use crate::delivery::log::AttemptLog;
 use crate::events::Catalog;
 use crate::kafka::{ensure_topics, producer, TopicSpec, Topics};
+use crate::security::SecretCipher;
 use crate::subscriptions::SubscriptionStore;
 
 /// What every stage shares.
@@ -99,10 +100,19 @@ impl App {
             .await
             .context("creating internal topics")?;
         let producer = producer(&settings.kafka)?;
+        let cipher = (!settings.security.secrets_key.is_empty())
+            .then(|| {
+                SecretCipher::new(
+                    &settings.security.secrets_key,
+                    &settings.security.previous_secrets_keys,
+                )
+            })
+            .transpose()?;
         let store = SubscriptionStore::new(
             producer.clone(),
             topics.subscriptions.clone(),
             settings.api.write_timeout,
+            cipher,
         );
         let dead_letters = DeadLetters::new(
             &settings.kafka,

@@ -121,6 +121,8 @@ pub struct SecuritySettings {
     /// Address blocks allowed even though they are not public.
     pub allowed_networks: Vec<String>,
     pub secrets_key: String,
+    /// Keys that still decrypt secrets written before a key rotation.
+    pub previous_secrets_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for SecuritySettings {
@@ -130,6 +132,7 @@ impl std::fmt::Debug for SecuritySettings {
             .field("allow_private_networks", &self.allow_private_networks)
             .field("allowed_networks", &self.allowed_networks)
             .field("secrets_key", &redact(&self.secrets_key))
+            .field("previous_secrets_keys", &self.previous_secrets_keys.len())
             .finish()
     }
 }
@@ -203,6 +206,7 @@ impl Settings {
                 .with_list_parse_key("delivery.retry_schedule")
                 .with_list_parse_key("delivery.egress_ips")
                 .with_list_parse_key("security.allowed_networks")
+                .with_list_parse_key("security.previous_secrets_keys")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -309,6 +313,13 @@ impl Settings {
                 }
             }
         }
+        if !self.security.secrets_key.is_empty() {
+            crate::security::SecretCipher::new(
+                &self.security.secrets_key,
+                &self.security.previous_secrets_keys,
+            )
+            .map_err(|e| invalid("security.secrets_key", e.to_string()))?;
+        }
         for block in &self.security.allowed_networks {
             block
                 .parse::<crate::security::Cidr>()
@@ -354,6 +365,9 @@ impl Settings {
     pub fn redacted_toml(&self) -> String {
         let mut copy = self.clone();
         copy.security.secrets_key = redact(&copy.security.secrets_key).to_string();
+        for key in copy.security.previous_secrets_keys.iter_mut() {
+            *key = "<redacted>".to_string();
+        }
         copy.api.admin_token = redact(&copy.api.admin_token).to_string();
         for token in copy.api.tokens.values_mut() {
             *token = "<redacted>".to_string();
@@ -527,13 +541,16 @@ mod tests {
             None,
             env(&[
                 ("REWARDHOOKS__API__ADMIN_TOKEN", "supersecret-admin"),
-                ("REWARDHOOKS__SECURITY__SECRETS_KEY", "c2VjcmV0a2V5"),
+                (
+                    "REWARDHOOKS__SECURITY__SECRETS_KEY",
+                    "cmV3YXJkaG9va3MtaW50ZWdyYXRpb24tdGVzdC1rZXk=",
+                ),
             ]),
         )
         .unwrap();
         let out = s.redacted_toml();
         assert!(!out.contains("supersecret-admin"));
-        assert!(!out.contains("c2VjcmV0a2V5"));
+        assert!(!out.contains("cmV3YXJkaG9va3MtaW50ZWdyYXRpb24tdGVzdC1rZXk="));
         assert!(out.contains("retry_schedule"));
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("supersecret-admin"));

@@ -40,6 +40,10 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     settings.kafka.partitions = settings.kafka.partitions.min(4);
     settings.security.allow_insecure_http = true;
     settings.security.allow_private_networks = true;
+    if settings.security.secrets_key.is_empty() {
+        // Dev data lives in memory only, so a fresh key each run is enough.
+        settings.security.secrets_key = crate::security::SecretCipher::generate_key();
+    }
     if settings.api.listen == "0.0.0.0:8080" {
         settings.api.listen = "127.0.0.1:8080".to_string();
     }

@@ -124,6 +124,11 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(config: Option<PathBuf>, roles: Vec<Role>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
+    if settings.security.secrets_key.is_empty() {
+        anyhow::bail!(
+            "invalid configuration: security.secrets_key: required by `run` (base64 of 32 random bytes, e.g. `openssl rand -base64 32`); subscription secrets are encrypted with it"
+        );
+    }
     let roles = if roles.is_empty() {
         ALL_ROLES.to_vec()
     } else {

@@ -16,7 +16,8 @@ use crate::events::Event;
 use crate::fanout::matcher::{Index, LiveSubscription};
 use crate::kafka::follower::{Applied, Follower};
 use crate::metrics::METRICS;
-use crate::subscriptions::{Status, Subscription};
+use crate::security::{CipherError, SecretCipher};
+use crate::subscriptions::{Secret, Status, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -44,6 +45,8 @@ struct View {
 
 pub struct SubscriptionStore {
     view: RwLock<View>,
+    /// Encrypts secrets on the way to Kafka and decrypts them on the way back.
+    cipher: Option<SecretCipher>,
     applied: Applied,
     producer: FutureProducer,
     topic: String,
@@ -51,9 +54,15 @@ pub struct SubscriptionStore {
 }
 
 impl SubscriptionStore {
-    pub fn new(producer: FutureProducer, topic: String, write_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        write_timeout: Duration,
+        cipher: Option<SecretCipher>,
+    ) -> Arc<Self> {
         Arc::new(SubscriptionStore {
             view: RwLock::new(View::default()),
+            cipher,
             applied: Applied::default(),
             producer,
             topic,
@@ -103,11 +112,16 @@ impl SubscriptionStore {
     pub fn apply(&self, key: Option<&str>, payload: Option<&[u8]>, partition: i32, offset: i64) {
         let parsed = match payload {
             None => None,
-            Some(bytes) => match serde_json::from_slice::<Subscription>(bytes) {
+            Some(bytes) => match serde_json::from_slice::<Subscription>(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|sub| self.open_secrets(sub).map_err(|e| e.to_string()))
+            {
                 Ok(sub) => Some(sub),
                 Err(e) => {
-                    tracing::warn!(partition, offset, error = %e, "Skipping unreadable subscription record.");
-                    None
+                    // Not applied: a subscription without its secret cannot sign.
+                    tracing::error!(partition, offset, error = %e, "Skipping unreadable subscription record.");
+                    self.applied.record(partition, offset);
+                    return;
                 }
             },
         };
@@ -198,9 +212,31 @@ impl SubscriptionStore {
             .count()
     }
 
+    fn open_secrets(&self, mut sub: Subscription) -> Result<Subscription, CipherError> {
+        if let Some(cipher) = &self.cipher {
+            sub.secret = Secret::from_string(cipher.decrypt(sub.secret.expose())?);
+            if let Some(previous) = &sub.previous_secret {
+                sub.previous_secret = Some(Secret::from_string(cipher.decrypt(previous.expose())?));
+            }
+        }
+        Ok(sub)
+    }
+
+    fn seal_secrets(&self, sub: &Subscription) -> Subscription {
+        let mut sealed = sub.clone();
+        if let Some(cipher) = &self.cipher {
+            sealed.secret = Secret::from_string(cipher.encrypt(sub.secret.expose()));
+            sealed.previous_secret = sub
+                .previous_secret
+                .as_ref()
+                .map(|p| Secret::from_string(cipher.encrypt(p.expose())));
+        }
+        sealed
+    }
+
     /// Writes a subscription and returns once this instance has read it back.
     pub async fn put(&self, sub: &Subscription) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(sub).unwrap_or_default();
+        let value = serde_json::to_vec(&self.seal_secrets(sub)).unwrap_or_default();
         self.produce_and_wait(&sub.id, Some(&value)).await
     }
 

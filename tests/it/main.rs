@@ -6,5 +6,6 @@ mod flow;
 mod observability;
 mod pipeline;
 mod retry;
+mod security;
 mod selfservice;
 mod support;

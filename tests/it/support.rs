@@ -21,6 +21,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 pub const ADMIN_TOKEN: &str = "it-admin-token";
+/// base64 of 32 bytes, for `security.secrets_key`.
+pub const SECRETS_KEY: &str = "cmV3YXJkaG9va3MtaW50ZWdyYXRpb24tdGVzdC1rZXk=";
 
 pub fn bootstrap() -> String {
     std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
@@ -110,6 +112,7 @@ lag_interval = "500ms"
 [security]
 allow_insecure_http = true
 allow_private_networks = true
+secrets_key = "{SECRETS_KEY}"
 [api]
 listen = "127.0.0.1:0"
 admin_token = "{ADMIN_TOKEN}"
