@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run demo build release test test-alerts unit lint fmt check-config openapi bench clean-broker
+.PHONY: run demo build release test test-alerts fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -35,6 +35,12 @@ test-alerts:
 bench:
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) bench --bench e2e
+
+## Property-based fuzzing of the event decoder and the filter evaluator,
+## bounded: FUZZ_CASES cases per property (default 20000).
+FUZZ_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz
 
 ## Unit tests only; nothing needs to run.
 unit:
