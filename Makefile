@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run demo build release test test-alerts fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,7 +19,7 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts
+test: test-alerts test-deploy
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --all-targets -- --test-threads=2
 
@@ -41,6 +41,15 @@ bench:
 FUZZ_CASES ?= 20000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release --test fuzz
+
+## Kubernetes manifests against the Kubernetes schemas (kubernetes-validate,
+## from PyPI, bundles them; CRDs such as ServiceMonitor are only warned about).
+K8S_MANIFESTS = $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+test-deploy:
+	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==1.37.0 >/dev/null 2>&1 || true
+	@if command -v kubernetes-validate >/dev/null 2>&1; then \
+	  kubernetes-validate --strict --quiet $(K8S_MANIFESTS); \
+	else echo "kubernetes-validate not installable: manifests not validated"; fi
 
 ## Unit tests only; nothing needs to run.
 unit:

@@ -70,6 +70,8 @@ run() {
     sleep 0.1
   done
   export KAFKA_BOOTSTRAP="127.0.0.1:$port"
+  # Fault tests pause the broker process (SIGSTOP) to simulate an outage.
+  export KAFKA_BROKER_PID="$pid"
   echo "tansu: broker on $KAFKA_BOOTSTRAP (pid $pid, log $log)" >&2
   "$@"
 }

@@ -4,6 +4,7 @@
 mod api;
 mod flow;
 mod observability;
+mod operations;
 mod pipeline;
 mod retry;
 mod security;
