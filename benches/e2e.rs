@@ -311,6 +311,23 @@ async fn main() {
     let n_kafka = scale(100_000);
     let producer = producer();
     let topic = unique("raw");
+    let mut kafka = rewardhooks::config::Settings::load_with_env(
+        None,
+        [("REWARDHOOKS__KAFKA__BROKERS".to_string(), bootstrap())],
+    )
+    .unwrap()
+    .kafka;
+    kafka.replication_factor = 1;
+    rewardhooks::kafka::ensure_topics(
+        &kafka,
+        &[rewardhooks::kafka::TopicSpec {
+            name: topic.clone(),
+            partitions: 6,
+            compact: false,
+        }],
+    )
+    .await
+    .unwrap();
     produce(&producer, &topic, n_kafka).await;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
