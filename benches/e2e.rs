@@ -362,10 +362,14 @@ async fn main() {
         let prefix = unique("tp");
         let input = format!("{prefix}.events");
         let instance = Instance::start(&prefix, &input, "");
-        for i in 0..subs {
-            let filter = filtered.then(|| json!({"data.reason": format!("r{}", i % 100)}));
-            instance.subscribe(&url, filter).await;
-        }
+        futures::stream::iter(0..subs)
+            .map(|i| {
+                let filter = filtered.then(|| json!({"data.reason": format!("r{}", i % 100)}));
+                instance.subscribe(&url, filter)
+            })
+            .buffer_unordered(32)
+            .for_each(|_| async {})
+            .await;
         let expected = if filtered { events * 10 } else { events * subs } as u64;
         receiver.count.store(0, Ordering::Relaxed);
         let start = Instant::now();

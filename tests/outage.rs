@@ -13,30 +13,51 @@ use support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_broker_makes_rewardhooks_unready_and_nothing_is_lost() {
     let Ok(pid) = std::env::var("KAFKA_BROKER_PID") else {
-        println!("skipped: KAFKA_BROKER_PID is not set (the broker was not started by scripts/tansu.sh)");
+        println!(
+            "skipped: KAFKA_BROKER_PID is not set (the broker was not started by scripts/tansu.sh)"
+        );
         return;
     };
     let deployment = Deployment::new("outage");
     let instance = Instance::start(&deployment).await;
     let receiver = Receiver::start(200, Duration::ZERO).await;
-    instance.api_client(ADMIN_TOKEN).subscribe(&receiver.url, &["*"], None).await;
+    instance
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["*"], None)
+        .await;
     instance.wait_assigned().await;
     let producer = producer();
     for n in 0..100 {
-        let e = event("tier.changed", &format!("evt_o{n}"), sample_data("tier.changed", n));
+        let e = event(
+            "tier.changed",
+            &format!("evt_o{n}"),
+            sample_data("tier.changed", n),
+        );
         produce_structured(&producer, &deployment.input, &e).await;
     }
-    eventually("first half delivered", Duration::from_secs(60), || receiver.distinct_ids().len() >= 100).await;
+    eventually("first half delivered", Duration::from_secs(60), || {
+        receiver.distinct_ids().len() >= 100
+    })
+    .await;
 
     let signal = |sig: &str| {
-        std::process::Command::new("kill").arg(sig).arg(&pid).status().expect("signal broker");
+        std::process::Command::new("kill")
+            .arg(sig)
+            .arg(&pid)
+            .status()
+            .expect("signal broker");
     };
     signal("-STOP");
     let paused = Instant::now();
     let ready_url = format!("{}/readyz", instance.api);
     let mut went_unready = false;
     while paused.elapsed() < Duration::from_secs(20) {
-        if let Ok(r) = reqwest::Client::new().get(&ready_url).timeout(Duration::from_secs(2)).send().await {
+        if let Ok(r) = reqwest::Client::new()
+            .get(&ready_url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
             if r.status().as_u16() == 503 {
                 went_unready = true;
             }
@@ -44,10 +65,17 @@ async fn a_paused_broker_makes_rewardhooks_unready_and_nothing_is_lost() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     signal("-CONT");
-    assert!(went_unready, "readiness went false while the broker was paused");
+    assert!(
+        went_unready,
+        "readiness went false while the broker was paused"
+    );
 
     for n in 100..200 {
-        let e = event("tier.changed", &format!("evt_o{n}"), sample_data("tier.changed", n));
+        let e = event(
+            "tier.changed",
+            &format!("evt_o{n}"),
+            sample_data("tier.changed", n),
+        );
         produce_structured(&producer, &deployment.input, &e).await;
     }
     eventually("ready again", Duration::from_secs(60), || {
@@ -58,9 +86,10 @@ async fn a_paused_broker_makes_rewardhooks_unready_and_nothing_is_lost() {
             .unwrap_or(false)
     })
     .await;
-    eventually("everything delivered after the outage", Duration::from_secs(120), || {
-        receiver.distinct_ids().len() >= 200
-    })
+    eventually(
+        "everything delivered after the outage",
+        Duration::from_secs(120),
+        || receiver.distinct_ids().len() >= 200,
+    )
     .await;
 }
-

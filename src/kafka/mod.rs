@@ -84,7 +84,10 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
                 .set("enable.auto.commit", "true")
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
-                .set("auto.commit.interval.ms", "1000");
+                .set("auto.commit.interval.ms", "1000")
+                // Webhooks are latency-sensitive: do not let an idle fetch
+                // sit at the broker for librdkafka's default 500 ms.
+                .set("fetch.wait.max.ms", "100");
         }
         ClientKind::Admin => {}
     }

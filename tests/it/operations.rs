@@ -13,13 +13,20 @@ async fn three_instances_deliver_everything_while_one_dies_and_another_joins() {
     let b = Instance::start(&deployment).await;
     let c = Instance::start(&deployment).await;
     let receiver = Receiver::start(200, Duration::from_millis(2)).await;
-    a.api_client(ADMIN_TOKEN).subscribe(&receiver.url, &["*"], None).await;
+    a.api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["*"], None)
+        .await;
     for i in [&a, &b, &c] {
         i.wait_assigned().await;
     }
     let total = 5000;
     let producer = producer();
-    let types = ["points.earned", "points.redeemed", "tier.changed", "profile.updated"];
+    let types = [
+        "points.earned",
+        "points.redeemed",
+        "tier.changed",
+        "profile.updated",
+    ];
     for n in 0..total {
         let t = types[n % 4];
         let e = event(t, &format!("evt_s{n}"), sample_data(t, n));
@@ -29,9 +36,11 @@ async fn three_instances_deliver_everything_while_one_dies_and_another_joins() {
         }
     }
     let d = Instance::start(&deployment).await;
-    eventually("every event delivered at least once", Duration::from_secs(300), || {
-        receiver.distinct_ids().len() >= total
-    })
+    eventually(
+        "every event delivered at least once",
+        Duration::from_secs(300),
+        || receiver.distinct_ids().len() >= total,
+    )
     .await;
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for r in receiver.received() {
@@ -48,11 +57,17 @@ async fn sigterm_with_a_hanging_receiver_exits_within_the_drain_bound_and_redeli
     let deployment = Deployment::new("hang").delivery("timeout = \"60s\"");
     let mut first = Instance::start(&deployment).await;
     let hanging = Receiver::start(200, Duration::from_secs(3600)).await;
-    let (id, _) = first.api_client(ADMIN_TOKEN).subscribe(&hanging.url, &["points.earned"], None).await;
+    let (id, _) = first
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&hanging.url, &["points.earned"], None)
+        .await;
     first.wait_assigned().await;
     let e = event("points.earned", "evt_hang", sample_data("points.earned", 1));
     produce_structured(&producer(), &deployment.input, &e).await;
-    eventually("the request is hanging", Duration::from_secs(60), || hanging.count() >= 1).await;
+    eventually("the request is hanging", Duration::from_secs(60), || {
+        hanging.count() >= 1
+    })
+    .await;
 
     let started = Instant::now();
     let status = first.terminate();
@@ -67,7 +82,11 @@ async fn sigterm_with_a_hanging_receiver_exits_within_the_drain_bound_and_redeli
     let api_only = Instance::start_roles(&deployment, "api").await;
     let (status, _) = api_only
         .api_client(ADMIN_TOKEN)
-        .call("PATCH", &format!("/v1/subscriptions/{id}"), Some(serde_json::json!({"url": healthy.url})))
+        .call(
+            "PATCH",
+            &format!("/v1/subscriptions/{id}"),
+            Some(serde_json::json!({"url": healthy.url})),
+        )
         .await;
     assert_eq!(status, 200);
     let _second = Instance::start(&deployment).await;
