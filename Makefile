@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: docs run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -65,6 +65,10 @@ fmt:
 ## Regenerate the committed OpenAPI document from the handlers.
 openapi:
 	$(CARGO) run --quiet -- openapi > src/api/openapi.json
+
+## Regenerate docs/events.md (the payload reference) from config/events/.
+docs:
+	$(CARGO) run --quiet -- docs-events > docs/events.md
 
 check-config:
 	$(CARGO) run -- check-config

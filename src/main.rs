@@ -47,6 +47,11 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document of the admin API.
     Openapi,
+    /// Print the event payload reference (docs/events.md) from the catalog.
+    DocsEvents {
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
@@ -81,6 +86,7 @@ fn config_path(command: &Command) -> Option<&std::path::Path> {
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.as_deref(),
         Command::Openapi => None,
+        Command::DocsEvents { config } => config.as_deref(),
     }
 }
 
@@ -98,6 +104,10 @@ async fn main() -> std::process::ExitCode {
             .map(|s| print!("{}", s.redacted_toml()))
             .map_err(anyhow::Error::from),
         Command::Run { config, roles } => run(config, roles).await,
+        Command::DocsEvents { config } => Settings::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|s| Ok(rewardhooks::events::Catalog::load(&s.events.catalog_dir)?))
+            .map(|c| print!("{}", rewardhooks::events::docs::events_markdown(&c))),
         Command::Openapi => {
             use utoipa::OpenApi;
             rewardhooks::api::ApiDoc::openapi()

@@ -2,6 +2,7 @@
 //! validated against the catalog, and turned into the outbound webhook body.
 
 pub mod catalog;
+pub mod docs;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::Headers;
