@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: docs run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: docs examples run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,7 +19,7 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy
+test: test-alerts test-deploy examples
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --all-targets -- --test-threads=2
 
@@ -50,6 +50,11 @@ test-deploy:
 	@if command -v kubernetes-validate >/dev/null 2>&1; then \
 	  kubernetes-validate --strict --quiet $(K8S_MANIFESTS); \
 	else echo "kubernetes-validate not installable: manifests not validated"; fi
+
+## The Python and Node receiver snippets verify a freshly signed sample with
+## the Standard Webhooks libraries (installed into .cache/examples).
+examples: build
+	scripts/check-examples.sh
 
 ## Unit tests only; nothing needs to run.
 unit:

@@ -335,8 +335,9 @@ async fn main() {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
-        .unwrap();
+    for p in 0..6 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
     consumer.assign(&tpl).unwrap();
     let start = Instant::now();
     let mut got = 0;

@@ -47,6 +47,16 @@ enum Command {
     },
     /// Print the OpenAPI 3.1 document of the admin API.
     Openapi,
+    /// Print a freshly signed sample webhook as JSON (secret, headers, body),
+    /// to test a receiver's verification.
+    SampleWebhook {
+        /// Catalog type of the sample event.
+        #[arg(long, default_value = "points.earned")]
+        event_type: String,
+        /// Sign with this secret (default: a new random one).
+        #[arg(long)]
+        secret: Option<String>,
+    },
     /// Print the event payload reference (docs/events.md) from the catalog.
     DocsEvents {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
@@ -85,7 +95,7 @@ fn config_path(command: &Command) -> Option<&std::path::Path> {
         | Command::Dev { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.as_deref(),
-        Command::Openapi => None,
+        Command::Openapi | Command::SampleWebhook { .. } => None,
         Command::DocsEvents { config } => config.as_deref(),
     }
 }
@@ -108,6 +118,10 @@ async fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|s| Ok(rewardhooks::events::Catalog::load(&s.events.catalog_dir)?))
             .map(|c| print!("{}", rewardhooks::events::docs::events_markdown(&c))),
+        Command::SampleWebhook { event_type, secret } => {
+            rewardhooks::events::docs::sample_webhook(&event_type, secret)
+                .map(|json| println!("{json}"))
+        }
         Command::Openapi => {
             use utoipa::OpenApi;
             rewardhooks::api::ApiDoc::openapi()

@@ -66,6 +66,32 @@ pub fn example_webhook(t: &EventType) -> (Vec<(String, String)>, String) {
     (headers, String::from_utf8_lossy(&event.body).into_owned())
 }
 
+/// A sample webhook signed now, as `{"secret","headers","body"}` JSON.
+pub fn sample_webhook(event_type: &str, secret: Option<String>) -> anyhow::Result<String> {
+    let catalog = Catalog::built_in()?;
+    let t = catalog
+        .get(event_type)
+        .ok_or_else(|| anyhow::anyhow!("{event_type:?} is not in the event catalog"))?;
+    let secret = secret.map_or_else(Secret::generate, Secret::from_string);
+    let key = secret
+        .key_bytes()
+        .ok_or_else(|| anyhow::anyhow!("--secret must be whsec_ followed by base64"))?;
+    let event = t.example_event(format!("evt_sample_{}", chrono::Utc::now().timestamp_millis()));
+    let ts = chrono::Utc::now().timestamp();
+    let body = String::from_utf8_lossy(&event.body).into_owned();
+    Ok(serde_json::json!({
+        "secret": secret.expose(),
+        "headers": {
+            "content-type": "application/json",
+            "webhook-id": event.id,
+            "webhook-timestamp": ts.to_string(),
+            "webhook-signature": signature_header(&[key.as_slice()], &event.id, ts, event.body.as_slice()),
+        },
+        "body": body,
+    })
+    .to_string())
+}
+
 pub fn events_markdown(catalog: &Catalog) -> String {
     let mut out = String::from(
         "# Event payload reference\n\n\
