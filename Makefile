@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: docs examples run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: bench-micro docs examples run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -55,6 +55,10 @@ test-deploy:
 ## the Standard Webhooks libraries (installed into .cache/examples).
 examples: build
 	scripts/check-examples.sh
+
+## Criterion micro-benchmarks: signing, decoding, matching.
+bench-micro:
+	$(CARGO) bench --bench micro
 
 ## Unit tests only; nothing needs to run.
 unit:

@@ -89,8 +89,20 @@ impl Deliverer {
     }
 
     /// Sends a signed request to a subscription's endpoint and records the
-    /// attempt in the attempts topic.
+    /// attempt in the attempts topic (the API's test webhooks).
     pub async fn attempt(
+        &self,
+        live: &LiveSubscription,
+        headers: &DeliveryHeaders,
+        body: &[u8],
+    ) -> (AttemptResult, AttemptRecord) {
+        let (result, attempt) = self.send(live, headers, body).await;
+        self.log_attempt(&attempt).await;
+        (result, attempt)
+    }
+
+    /// The HTTP part of an attempt: sign, POST, classify.
+    async fn send(
         &self,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
@@ -124,14 +136,17 @@ impl Deliverer {
             response_body: result.response_body.clone(),
             at: now,
         };
+        (result, attempt)
+    }
+
+    async fn log_attempt(&self, attempt: &AttemptRecord) {
         let record = OwnedRecord {
             topic: self.shared.topics.attempts.clone(),
-            key: Some(live.sub.id.as_bytes().to_vec()),
-            payload: Arc::new(serde_json::to_vec(&attempt).unwrap_or_default()),
+            key: Some(attempt.subscription_id.as_bytes().to_vec()),
+            payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
         record.produce_durably(&self.shared.producer).await;
-        (result, attempt)
     }
 
     /// The subscription a job is for, or `None` (job settled and counted)
@@ -150,31 +165,38 @@ impl Deliverer {
         None
     }
 
-    /// Runs one delivery to its end: delivered, retried or dead-lettered.
-    /// Returns whether the endpoint accepted it.
-    async fn deliver(&self, live: &LiveSubscription, job: Job) -> bool {
-        let (result, _) = self.attempt(live, &job.headers, &job.body).await;
+    /// Settles an attempt: logs it, and delivered, retried or dead-lettered,
+    /// marks the record done once all of that is durable.
+    async fn settle(
+        &self,
+        live: &LiveSubscription,
+        job: Job,
+        result: AttemptResult,
+        attempt: AttemptRecord,
+    ) {
         let event_type = job.headers.event_type.as_str();
-        if result.success() {
-            METRICS
-                .deliveries
-                .with_label_values(&[event_type, "success"])
-                .inc();
-            let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
-            METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
-            tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
-        } else if result.status == Some(410) {
-            self.disable(live, "endpoint answered 410 Gone").await;
-            self.dead_letter(live, &job, &result).await;
-        } else {
-            let attempts = job.headers.attempts + 1;
-            match self.schedule.next_delay(attempts, result.retry_after) {
-                Some(delay) => self.schedule_retry(live, &job, &result, delay).await,
-                None => self.dead_letter(live, &job, &result).await,
+        let outcome = async {
+            if result.success() {
+                METRICS
+                    .deliveries
+                    .with_label_values(&[event_type, "success"])
+                    .inc();
+                let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
+                METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
+                tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+            } else if result.status == Some(410) {
+                self.disable(live, "endpoint answered 410 Gone").await;
+                self.dead_letter(live, &job, &result).await;
+            } else {
+                let attempts = job.headers.attempts + 1;
+                match self.schedule.next_delay(attempts, result.retry_after) {
+                    Some(delay) => self.schedule_retry(live, &job, &result, delay).await,
+                    None => self.dead_letter(live, &job, &result).await,
+                }
             }
-        }
+        };
+        tokio::join!(self.log_attempt(&attempt), outcome);
         job.record.complete();
-        result.success()
     }
 
     /// Headers after a failed attempt.
@@ -376,9 +398,13 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         let deliverer = deliverer.clone();
         let circuit = circuit.clone();
         tokio::spawn(async move {
-            let success = deliverer.deliver(&live, job).await;
+            let (result, attempt) = deliverer.send(&live, &job.headers, &job.body).await;
+            // The breaker learns the outcome before the slot frees, so the
+            // next admission already knows; waiting for Kafka to take the
+            // attempt log and the retry does not hold the endpoint's slot.
+            let transition = lock(&circuit).record(result.success(), Utc::now());
             drop(slot);
-            let transition = lock(&circuit).record(success, Utc::now());
+            deliverer.settle(&live, job, result, attempt).await;
             let id = &live.sub.id;
             match transition {
                 Some(Transition::Opened) => {

@@ -76,7 +76,10 @@ pub fn sample_webhook(event_type: &str, secret: Option<String>) -> anyhow::Resul
     let key = secret
         .key_bytes()
         .ok_or_else(|| anyhow::anyhow!("--secret must be whsec_ followed by base64"))?;
-    let event = t.example_event(format!("evt_sample_{}", chrono::Utc::now().timestamp_millis()));
+    let event = t.example_event(format!(
+        "evt_sample_{}",
+        chrono::Utc::now().timestamp_millis()
+    ));
     let ts = chrono::Utc::now().timestamp();
     let body = String::from_utf8_lossy(&event.body).into_owned();
     Ok(serde_json::json!({
