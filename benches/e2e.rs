@@ -40,6 +40,14 @@ fn scale(n: usize) -> usize {
     ((n as f64 * s) as usize).max(100)
 }
 
+/// Whether a phase runs: BENCH_PHASES (comma separated: http, kafka,
+/// throughput, latency, recovery, memory) or all.
+fn phase(name: &str) -> bool {
+    std::env::var("BENCH_PHASES")
+        .map(|p| p.split(',').any(|x| x.trim() == name))
+        .unwrap_or(true)
+}
+
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -97,6 +105,7 @@ replication_factor = 1
 create_input_topics = true
 [kafka.consumer]
 "session.timeout.ms" = "6000"
+{consumer_tuning}
 [delivery]
 shutdown_timeout = "5s"
 {extra}
@@ -108,8 +117,15 @@ secrets_key = "cmV3YXJkaG9va3MtaW50ZWdyYXRpb24tdGVzdC1rZXk="
 listen = "127.0.0.1:0"
 admin_token = "bench"
 max_subscriptions_per_owner = 200000
+{tuning}
 "#,
-                brokers = bootstrap()
+                brokers = bootstrap(),
+                // Extra [kafka.consumer] lines, e.g. BENCH_CONSUMER='"fetch.wait.max.ms" = "5"'.
+                consumer_tuning = std::env::var("BENCH_CONSUMER").unwrap_or_default(),
+                // Extra TOML appended to every instance's configuration.
+                tuning = std::env::var("BENCH_CONFIG")
+                    .unwrap_or_default()
+                    .replace("\\n", "\n"),
             ),
         )
         .unwrap();
@@ -117,7 +133,10 @@ max_subscriptions_per_owner = 200000
             .arg("run")
             .arg("--config")
             .arg(config.path())
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -126,7 +145,19 @@ max_subscriptions_per_owner = 200000
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut assigned = 0;
+            // BENCH_LOG=FILE keeps the instances' logs for a look afterwards.
+            let mut log = std::env::var("BENCH_LOG").ok().and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .ok()
+            });
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if v["message"] == "API listening." {
                         let _ = tx.send(format!("api {}", v["addr"].as_str().unwrap_or("")));
@@ -308,52 +339,62 @@ async fn main() {
     json_out.insert("http_limit_rps".into(), json!(http_limit));
 
     // Kafka limit: raw consume of the same input.
-    let n_kafka = scale(100_000);
     let producer = producer();
-    let topic = unique("raw");
-    let mut kafka = rewardhooks::config::Settings::load_with_env(
-        None,
-        [("REWARDHOOKS__KAFKA__BROKERS".to_string(), bootstrap())],
-    )
-    .unwrap()
-    .kafka;
-    kafka.replication_factor = 1;
-    rewardhooks::kafka::ensure_topics(
-        &kafka,
-        &[rewardhooks::kafka::TopicSpec {
-            name: topic.clone(),
-            partitions: 6,
-            compact: false,
-        }],
-    )
-    .await
-    .unwrap();
-    produce(&producer, &topic, n_kafka).await;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .set("group.id", unique("raw-reader"))
-        .create()
+    if phase("kafka") {
+        let n_kafka = scale(100_000);
+        let topic = unique("raw");
+        let mut kafka = rewardhooks::config::Settings::load_with_env(
+            None,
+            [("REWARDHOOKS__KAFKA__BROKERS".to_string(), bootstrap())],
+        )
+        .unwrap()
+        .kafka;
+        kafka.replication_factor = 1;
+        rewardhooks::kafka::ensure_topics(
+            &kafka,
+            &[rewardhooks::kafka::TopicSpec {
+                name: topic.clone(),
+                partitions: 6,
+                compact: false,
+            }],
+        )
+        .await
         .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+        let started = Instant::now();
+        produce(&producer, &topic, n_kafka).await;
+        let produce_rate = n_kafka as f64 / started.elapsed().as_secs_f64();
+        rows.push((
+            "Kafka produce (rdkafka, linger 5 ms)".into(),
+            format!("{produce_rate:.0} records/s"),
+            "baseline".into(),
+        ));
+        json_out.insert("kafka_produce_rps".into(), json!(produce_rate));
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique("raw-reader"))
+            .create()
             .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let start = Instant::now();
-    let mut got = 0;
-    while got < n_kafka && start.elapsed() < Duration::from_secs(120) {
-        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            got += 1;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..6 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .unwrap();
         }
+        consumer.assign(&tpl).unwrap();
+        let start = Instant::now();
+        let mut got = 0;
+        while got < n_kafka && start.elapsed() < Duration::from_secs(120) {
+            if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                got += 1;
+            }
+        }
+        let kafka_limit = got as f64 / start.elapsed().as_secs_f64();
+        rows.push((
+            "Kafka limit (raw rdkafka consume)".into(),
+            format!("{kafka_limit:.0} records/s"),
+            "baseline".into(),
+        ));
+        json_out.insert("kafka_limit_rps".into(), json!(kafka_limit));
     }
-    let kafka_limit = got as f64 / start.elapsed().as_secs_f64();
-    rows.push((
-        "Kafka limit (raw rdkafka consume)".into(),
-        format!("{kafka_limit:.0} records/s"),
-        "baseline".into(),
-    ));
-    json_out.insert("kafka_limit_rps".into(), json!(kafka_limit));
 
     // Throughput: 1 subscriber, 10 subscribers, 1,000 subscribers matching 1% each.
     for (label, subs, events, filtered) in [
@@ -361,6 +402,9 @@ async fn main() {
         ("10 subscribers (fan-out)", 10, scale(4_000), false),
         ("1,000 subscribers, 1% each", 1000, scale(4_000), true),
     ] {
+        if !phase("throughput") {
+            break;
+        }
         let prefix = unique("tp");
         let input = format!("{prefix}.events");
         let instance = Instance::start(&prefix, &input, "");
@@ -394,123 +438,130 @@ async fn main() {
     }
 
     // Latency at a fixed offered load.
-    let rate = 1000usize;
-    let seconds = scale(20).min(20) as u64;
-    let prefix = unique("lat");
-    let input = format!("{prefix}.events");
-    let instance = Instance::start(&prefix, &input, "");
-    instance.subscribe(&url, None).await;
-    receiver.count.store(0, Ordering::Relaxed);
-    receiver.latencies_ms.lock().unwrap().clear();
-    receiver.record_latency.store(true, Ordering::Relaxed);
-    let total = rate * seconds as usize;
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut acks = Vec::new();
-    for i in 0..total {
-        if i % (rate / 100) == 0 {
-            tick.tick().await;
-        }
-        let payload = event(i);
-        if let Ok(ack) =
-            producer.send_result(FutureRecord::<str, [u8]>::to(&input).payload(&payload))
-        {
-            acks.push(ack);
-        }
-    }
-    let sent = acks.len() as u64;
-    for ack in acks {
-        let _ = ack.await;
-    }
-    wait_count(&receiver.count, sent, Duration::from_secs(120)).await;
-    receiver.record_latency.store(false, Ordering::Relaxed);
-    let mut lat = receiver.latencies_ms.lock().unwrap().clone();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    let (p50, p99, max) = (
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(0.0),
-    );
-    rows.push((
-        format!("Event-to-delivery at {rate} events/s for {seconds} s"),
-        format!("p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"),
-        "target p99 < 50 ms".into(),
-    ));
-    json_out.insert("latency_p50_ms".into(), json!(p50));
-    json_out.insert("latency_p99_ms".into(), json!(p99));
-    json_out.insert("latency_max_ms".into(), json!(max));
-    instance.stop();
-
-    // Recovery: a backlog produced while rewardhooks is down, drained after a start.
-    let backlog = scale(100_000);
-    let prefix = unique("rec");
-    let input = format!("{prefix}.events");
-    let instance = Instance::start(&prefix, &input, "");
-    instance.subscribe(&url, None).await;
-    instance.stop();
-    produce(&producer, &input, backlog).await;
-    receiver.count.store(0, Ordering::Relaxed);
-    let start = Instant::now();
-    let instance = Instance::start(&prefix, &input, "");
-    wait_count(&receiver.count, backlog as u64, Duration::from_secs(900)).await;
-    let drain = start.elapsed().as_secs_f64();
-    rows.push((
-        format!("Recovery: drain {backlog} events after a start"),
-        format!(
-            "{drain:.1} s ({:.0} deliveries/s), peak RSS {:.0} MiB",
-            backlog as f64 / drain,
-            instance.peak_rss_mib()
-        ),
-        String::new(),
-    ));
-    json_out.insert("recovery_seconds".into(), json!(drain));
-    instance.stop();
-
-    // Memory with 100,000 subscriptions loaded.
-    let subs = scale(100_000);
-    let prefix = unique("mem");
-    let input = format!("{prefix}.events");
-    let instance = Instance::start(&prefix, &input, "");
-    let baseline_rss = instance.peak_rss_mib();
-    instance.stop();
-    let now = chrono::Utc::now();
-    let mut acks = Vec::new();
-    for i in 0..subs {
-        let id = format!("sub_{i:024}");
-        let record = json!({
-            "id": id, "owner": "bench", "url": url, "event_types": ["points.earned"],
-            "filter": {"data.reason": format!("r{}", i % 100)},
-            "status": "active", "secret": Secret::generate().expose(),
-            "created_at": now, "updated_at": now,
-        })
-        .to_string();
-        loop {
-            match producer.send_result(
-                FutureRecord::to(&format!("{prefix}.subscriptions"))
-                    .key(&id)
-                    .payload(&record),
-            ) {
-                Ok(ack) => {
-                    acks.push(ack);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+    if phase("latency") {
+        let rate = 1000usize;
+        let seconds = scale(20).min(20) as u64;
+        let prefix = unique("lat");
+        let input = format!("{prefix}.events");
+        let instance = Instance::start(&prefix, &input, "");
+        instance.subscribe(&url, None).await;
+        receiver.count.store(0, Ordering::Relaxed);
+        receiver.latencies_ms.lock().unwrap().clear();
+        receiver.record_latency.store(true, Ordering::Relaxed);
+        let total = rate * seconds as usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut acks = Vec::new();
+        for i in 0..total {
+            if i % (rate / 100) == 0 {
+                tick.tick().await;
+            }
+            let payload = event(i);
+            if let Ok(ack) =
+                producer.send_result(FutureRecord::<str, [u8]>::to(&input).payload(&payload))
+            {
+                acks.push(ack);
             }
         }
+        let sent = acks.len() as u64;
+        for ack in acks {
+            let _ = ack.await;
+        }
+        wait_count(&receiver.count, sent, Duration::from_secs(120)).await;
+        receiver.record_latency.store(false, Ordering::Relaxed);
+        let mut lat = receiver.latencies_ms.lock().unwrap().clone();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let (p50, p99, max) = (
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or(0.0),
+        );
+        rows.push((
+            format!("Event-to-delivery at {rate} events/s for {seconds} s"),
+            format!("p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"),
+            "target p99 < 50 ms".into(),
+        ));
+        json_out.insert("latency_p50_ms".into(), json!(p50));
+        json_out.insert("latency_p99_ms".into(), json!(p99));
+        json_out.insert("latency_max_ms".into(), json!(max));
+        instance.stop();
     }
-    for ack in acks {
-        ack.await.unwrap().unwrap();
+
+    // Recovery: a backlog produced while rewardhooks is down, drained after a start.
+    if phase("recovery") {
+        let backlog = scale(100_000);
+        let prefix = unique("rec");
+        let input = format!("{prefix}.events");
+        let instance = Instance::start(&prefix, &input, "");
+        instance.subscribe(&url, None).await;
+        instance.stop();
+        produce(&producer, &input, backlog).await;
+        receiver.count.store(0, Ordering::Relaxed);
+        let start = Instant::now();
+        let instance = Instance::start(&prefix, &input, "");
+        wait_count(&receiver.count, backlog as u64, Duration::from_secs(900)).await;
+        let drain = start.elapsed().as_secs_f64();
+        rows.push((
+            format!("Recovery: drain {backlog} events after a start"),
+            format!(
+                "{drain:.1} s ({:.0} deliveries/s), peak RSS {:.0} MiB",
+                backlog as f64 / drain,
+                instance.peak_rss_mib()
+            ),
+            String::new(),
+        ));
+        json_out.insert("recovery_seconds".into(), json!(drain));
+        instance.stop();
     }
-    let start = Instant::now();
-    let instance = Instance::start(&prefix, &input, "");
-    let load = start.elapsed().as_secs_f64();
-    let rss = instance.peak_rss_mib();
-    rows.push((
-        format!("Memory with {subs} subscriptions loaded"),
-        format!("peak RSS {rss:.0} MiB (empty: {baseline_rss:.0} MiB), loaded in {load:.1} s"),
-        "target < 150 MB".into(),
-    ));
-    json_out.insert("rss_100k_subs_mib".into(), json!(rss));
-    instance.stop();
+
+    // Memory with 100,000 subscriptions loaded.
+    if phase("memory") {
+        let subs = scale(100_000);
+        let prefix = unique("mem");
+        let input = format!("{prefix}.events");
+        let instance = Instance::start(&prefix, &input, "");
+        let baseline_rss = instance.peak_rss_mib();
+        instance.stop();
+        let now = chrono::Utc::now();
+        let mut acks = Vec::new();
+        for i in 0..subs {
+            let id = format!("sub_{i:024}");
+            let record = json!({
+                "id": id, "owner": "bench", "url": url, "event_types": ["points.earned"],
+                "filter": {"data.reason": format!("r{}", i % 100)},
+                "status": "active", "secret": Secret::generate().expose(),
+                "created_at": now, "updated_at": now,
+            })
+            .to_string();
+            loop {
+                match producer.send_result(
+                    FutureRecord::to(&format!("{prefix}.subscriptions"))
+                        .key(&id)
+                        .payload(&record),
+                ) {
+                    Ok(ack) => {
+                        acks.push(ack);
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }
+        for ack in acks {
+            ack.await.unwrap().unwrap();
+        }
+        let start = Instant::now();
+        let instance = Instance::start(&prefix, &input, "");
+        let load = start.elapsed().as_secs_f64();
+        let rss = instance.peak_rss_mib();
+        rows.push((
+            format!("Memory with {subs} subscriptions loaded"),
+            format!("peak RSS {rss:.0} MiB (empty: {baseline_rss:.0} MiB), loaded in {load:.1} s"),
+            "target < 150 MB".into(),
+        ));
+        json_out.insert("rss_100k_subs_mib".into(), json!(rss));
+        instance.stop();
+    }
+
     producer
         .flush(Timeout::After(Duration::from_secs(10)))
         .unwrap();

@@ -93,6 +93,8 @@ pub struct DeliverySettings {
     pub retry_schedule: Vec<Duration>,
     pub max_in_flight_per_subscription: usize,
     pub lane_capacity: usize,
+    #[serde(with = "duration")]
+    pub lane_max_wait: Duration,
     pub max_in_flight: usize,
     pub max_concurrent_requests: usize,
     pub rate_limit_per_second: u32,

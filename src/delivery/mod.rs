@@ -52,6 +52,9 @@ struct Job {
     headers: DeliveryHeaders,
     body: Vec<u8>,
     record: RecordRef,
+    /// When it entered its lane: a job waiting longer than
+    /// `delivery.lane_max_wait` goes to the first retry tier instead.
+    queued_at: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -339,6 +342,7 @@ impl Deliverer {
 async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscription_id: String) {
     let settings = &deliverer.shared.settings.delivery;
     let max_in_flight = settings.max_in_flight_per_subscription;
+    let lane_max_wait = settings.lane_max_wait;
     let default_limit = (settings.rate_limit_per_second > 0).then_some(RateLimit {
         per_second: settings.rate_limit_per_second,
         burst: settings.rate_limit_burst,
@@ -375,6 +379,14 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         let Some(live) = deliverer.live_for(&job) else {
             continue;
         };
+        // A lane that drains keeps its jobs however long the burst; one that
+        // does not (slow or failing endpoint) sends what waited too long to
+        // the first tier, so it holds neither memory nor Kafka offsets.
+        if job.queued_at.elapsed() > lane_max_wait {
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move { deliverer.defer(job).await });
+            continue;
+        }
         // Ask the breaker only once a slot is free: the attempts before this
         // one have finished and told it how they went.
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -519,6 +531,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
             headers,
             body: msg.payload().unwrap_or_default().to_vec(),
             record,
+            queued_at: Instant::now(),
             _permit: permit,
         };
         dispatch(&mut lanes, &deliverer, &settings.delivery, job);

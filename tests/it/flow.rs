@@ -129,17 +129,13 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
     );
 
     // Three timeouts open the circuit.
-    let mut sub = json!(null);
-    for _ in 0..300 {
-        let (_, v) = api
-            .call("GET", &format!("/v1/subscriptions/{bad_id}"), None)
-            .await;
-        if v["circuit"] == "open" {
-            sub = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{bad_id}"),
+            Duration::from_secs(30),
+            |v| v["circuit"] == "open",
+        )
+        .await;
     assert_eq!(sub["circuit"], "open", "{sub}");
     assert!(sub["failing_since"].is_string());
     let opened = Instant::now();
@@ -186,17 +182,13 @@ async fn a_subscription_failing_for_disable_after_is_disabled_and_can_be_re_enab
     instance.wait_assigned().await;
     let e = event("points.earned", "evt_ad", sample_data("points.earned", 1));
     produce_structured(&producer(), &deployment.input, &e).await;
-    let mut sub = json!(null);
-    for _ in 0..300 {
-        let (_, v) = api
-            .call("GET", &format!("/v1/subscriptions/{id}"), None)
-            .await;
-        if v["status"] == "disabled" {
-            sub = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{id}"),
+            Duration::from_secs(30),
+            |v| v["status"] == "disabled",
+        )
+        .await;
     assert_eq!(sub["status"], "disabled", "{sub}");
     assert!(
         sub["disabled_reason"]

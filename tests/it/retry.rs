@@ -69,16 +69,11 @@ async fn an_always_failing_endpoint_is_dead_lettered_and_replay_delivers_it() {
     send_one(&deployment, "evt_dead").await;
 
     let path = format!("/v1/dead-letters?subscription_id={sub_id}");
-    let mut listed = json!(null);
-    for _ in 0..300 {
-        let (status, v) = api.call("GET", &path, None).await;
-        assert_eq!(status, 200, "{v}");
-        if v["data"].as_array().is_some_and(|d| !d.is_empty()) {
-            listed = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listed = api
+        .get_until(&path, Duration::from_secs(30), |v| {
+            v["data"].as_array().is_some_and(|d| !d.is_empty())
+        })
+        .await;
     let letter = &listed["data"][0];
     assert_eq!(letter["event_id"], "evt_dead", "{listed}");
     assert_eq!(letter["attempts"], 4, "1 + 3 tries: {listed}");
@@ -163,17 +158,13 @@ async fn a_gone_endpoint_is_tried_once_then_disabled() {
     let (sub_id, _) = api.subscribe(&receiver.url, &["points.earned"], None).await;
     instance.wait_assigned().await;
     send_one(&deployment, "evt_gone").await;
-    let mut sub = json!(null);
-    for _ in 0..300 {
-        let (_, v) = api
-            .call("GET", &format!("/v1/subscriptions/{sub_id}"), None)
-            .await;
-        if v["status"] == "disabled" {
-            sub = v;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{sub_id}"),
+            Duration::from_secs(30),
+            |v| v["status"] == "disabled",
+        )
+        .await;
     assert_eq!(sub["status"], "disabled");
     assert!(sub["disabled_reason"].as_str().unwrap().contains("410"));
     let dlq = read_topic(

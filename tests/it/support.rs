@@ -314,6 +314,24 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// GETs `path` until `done` holds for the answer or `timeout` passes;
+    /// returns the last answer, for the caller's assertions.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, v) = self.call("GET", path, None).await;
+            if done(&v) || Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Creates a subscription; returns (id, secret).
     pub async fn subscribe(
         &self,
