@@ -21,7 +21,8 @@ release:
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
 test: test-alerts test-deploy examples
 	scripts/tansu.sh install
-	scripts/tansu.sh run $(CARGO) test --all-targets -- --test-threads=2
+	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
+	$(CARGO) test --benches
 
 ## Alert rules: syntax and unit tests (promtool, from Debian's prometheus).
 test-alerts:
