@@ -57,6 +57,8 @@ pub struct LogSettings {
 pub struct MetricsSettings {
     #[serde(with = "duration")]
     pub lag_interval: Duration,
+    /// Adds `deliveries_by_subscription_total{subscription_id,outcome}`.
+    pub per_subscription_labels: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

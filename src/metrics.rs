@@ -19,6 +19,7 @@ pub struct Metrics {
     pub retries_scheduled: IntCounterVec,
     pub deliveries_deferred: IntCounter,
     pub deliveries_dropped: IntCounterVec,
+    pub deliveries_by_subscription: IntCounterVec,
     pub subscriptions: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub in_flight_deliveries: IntGauge,
@@ -126,6 +127,12 @@ impl Metrics {
             "Deliveries not attempted, by reason (subscription_deleted, subscription_disabled, malformed).",
             &["reason"],
         );
+        let deliveries_by_subscription = counter_vec(
+            &registry,
+            "deliveries_by_subscription_total",
+            "Attempts by subscription and outcome; only with metrics.per_subscription_labels (small deployments).",
+            &["subscription_id", "outcome"],
+        );
         let subscriptions = register(
             &registry,
             IntGaugeVec::new(
@@ -206,6 +213,7 @@ impl Metrics {
             retries_scheduled,
             deliveries_deferred,
             deliveries_dropped,
+            deliveries_by_subscription,
             subscriptions,
             consumer_lag,
             in_flight_deliveries,

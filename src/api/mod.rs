@@ -30,6 +30,22 @@ use error::ApiError;
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// No request runs longer than this (a test webhook takes at most
+/// `delivery.timeout`, a write at most `api.write_timeout`).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn request_timeout(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long; try again",
+        )
+        .into_response(),
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub shared: Arc<Shared>,
@@ -157,6 +173,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state)
 }
 

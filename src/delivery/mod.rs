@@ -178,6 +178,17 @@ impl Deliverer {
         attempt: AttemptRecord,
     ) {
         let event_type = job.headers.event_type.as_str();
+        if self.shared.settings.metrics.per_subscription_labels {
+            let outcome = if result.success() {
+                "success"
+            } else {
+                "failure"
+            };
+            METRICS
+                .deliveries_by_subscription
+                .with_label_values(&[live.sub.id.as_str(), outcome])
+                .inc();
+        }
         let outcome = async {
             if result.success() {
                 METRICS

@@ -86,10 +86,15 @@ impl TrackedConsumer {
         let mut config = client_config(settings, ClientKind::Consumer);
         config
             .set("group.id", group_id)
-            .set("partition.assignment.strategy", assignment_strategy);
+            .set("partition.assignment.strategy", assignment_strategy)
+            // Event-to-delivery latency: some brokers (Tansu) answer an idle
+            // fetch only when this runs out instead of when data arrives.
+            .set("fetch.wait.max.ms", "10");
         // An operator's explicit choice wins.
-        if let Some(strategy) = settings.consumer.get("partition.assignment.strategy") {
-            config.set("partition.assignment.strategy", strategy);
+        for key in ["partition.assignment.strategy", "fetch.wait.max.ms"] {
+            if let Some(value) = settings.consumer.get(key) {
+                config.set(key, value);
+            }
         }
         let consumer: StreamConsumer<TrackingContext> = config
             .create_with_context(TrackingContext {

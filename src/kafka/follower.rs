@@ -107,7 +107,8 @@ impl Follower {
         config
             .set("group.id", format!("{}.{name}", settings.group_id))
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "4096");
         let consumer: StreamConsumer = config.create()?;
         let topic = topic.to_string();
         tokio::task::block_in_place(move || {

@@ -77,7 +77,7 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
             config
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .set("linger.ms", "5");
+                .set("linger.ms", "2");
         }
         ClientKind::Consumer => {
             config
@@ -85,9 +85,10 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
                 .set("enable.auto.offset.store", "false")
                 .set("auto.offset.reset", "earliest")
                 .set("auto.commit.interval.ms", "1000")
-                // Webhooks are latency-sensitive: do not let an idle fetch
-                // sit at the broker for librdkafka's default 500 ms.
-                .set("fetch.wait.max.ms", "100");
+                .set("fetch.wait.max.ms", "100")
+                // librdkafka's default prefetch (64 MiB per consumer) is far
+                // more than a consumer that keeps up needs.
+                .set("queued.max.messages.kbytes", "16384");
         }
         ClientKind::Admin => {}
     }
