@@ -77,7 +77,7 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
             config
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
-                .set("linger.ms", "2");
+                .set("linger.ms", "5");
         }
         ClientKind::Consumer => {
             config
