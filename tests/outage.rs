@@ -27,14 +27,7 @@ async fn a_paused_broker_makes_rewardhooks_unready_and_nothing_is_lost() {
         .await;
     instance.wait_assigned().await;
     let producer = producer();
-    for n in 0..100 {
-        let e = event(
-            "tier.changed",
-            &format!("evt_o{n}"),
-            sample_data("tier.changed", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "tier.changed", "evt_o", 100).await;
     eventually("first half delivered", Duration::from_secs(60), || {
         receiver.distinct_ids().len() >= 100
     })

@@ -26,14 +26,7 @@ async fn the_example_receiver_verifies_deduplicates_and_processes_each_event_onc
     instance.wait_assigned().await;
 
     let producer = producer();
-    for n in 0..10 {
-        let e = event(
-            "points.earned",
-            &format!("evt_x{n}"),
-            sample_data("points.earned", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "points.earned", "evt_x", 10).await;
     // The same event again: at-least-once means receivers must expect this.
     let again = event("points.earned", "evt_x3", sample_data("points.earned", 3));
     produce_structured(&producer, &deployment.input, &again).await;

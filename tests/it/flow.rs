@@ -45,15 +45,7 @@ async fn rate_limited_run(instances: usize) {
         // Both instances share the partitions once the group settles.
         tokio::time::sleep(Duration::from_secs(8)).await;
     }
-    let producer = producer();
-    for n in 0..100 {
-        let e = event(
-            "points.earned",
-            &format!("evt_rl{n}"),
-            sample_data("points.earned", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "points.earned", "evt_rl", 100).await;
     eventually("all 100 delivered", Duration::from_secs(90), || {
         receiver.distinct_ids().len() >= 100
     })
@@ -108,15 +100,7 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
     let (bad_id, _) = api.subscribe(&bad.url, &["tier.changed"], None).await;
     api.subscribe(&healthy.url, &["tier.changed"], None).await;
     instance.wait_assigned().await;
-    let producer = producer();
-    for n in 0..20 {
-        let e = event(
-            "tier.changed",
-            &format!("evt_c{n}"),
-            sample_data("tier.changed", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "tier.changed", "evt_c", 20).await;
     eventually(
         "healthy subscriber got all 20",
         Duration::from_secs(30),

@@ -15,14 +15,7 @@ async fn metrics_count_exactly_what_a_run_did() {
     api.subscribe(&failing.url, &["points.*"], None).await;
     instance.wait_assigned().await;
     let producer = producer();
-    for n in 0..3 {
-        let e = event(
-            "points.earned",
-            &format!("evt_m{n}"),
-            sample_data("points.earned", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "points.earned", "evt_m", 3).await;
     produce_raw(&producer, &deployment.input, b"garbage").await;
     produce_raw(
         &producer,
@@ -118,15 +111,7 @@ async fn lag_grows_while_fan_out_is_stopped_and_returns_to_zero_after_it_catches
             &[("group", group.as_str()), ("topic", input.as_str())],
         )
     };
-    let producer = producer();
-    for n in 0..20 {
-        let e = event(
-            "points.earned",
-            &format!("evt_l{n}"),
-            sample_data("points.earned", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "points.earned", "evt_l", 20).await;
     let mut seen = 0.0;
     for _ in 0..300 {
         seen = lag(&metrics(&watcher).await);

@@ -247,15 +247,7 @@ async fn a_slow_subscriber_does_not_delay_a_fast_one() {
     api.subscribe(&slow.url, &["tier.changed"], None).await;
     api.subscribe(&fast.url, &["tier.changed"], None).await;
     instance.wait_assigned().await;
-    let producer = producer();
-    for n in 0..20 {
-        let e = event(
-            "tier.changed",
-            &format!("evt_s{n}"),
-            sample_data("tier.changed", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "tier.changed", "evt_s", 20).await;
     eventually(
         "fast subscriber got all 20",
         Duration::from_secs(60),
@@ -285,15 +277,7 @@ async fn sigterm_drains_and_exits_cleanly() {
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
     instance.wait_assigned().await;
-    let producer = producer();
-    for n in 0..5 {
-        let e = event(
-            "points.earned",
-            &format!("evt_t{n}"),
-            sample_data("points.earned", n),
-        );
-        produce_structured(&producer, &deployment.input, &e).await;
-    }
+    produce_many(&deployment, "points.earned", "evt_t", 5).await;
     eventually("first delivery in flight", Duration::from_secs(60), || {
         receiver.count() >= 1
     })

@@ -528,6 +528,19 @@ pub fn sample_data(event_type: &str, n: usize) -> Value {
     }
 }
 
+/// Produces `count` structured events of one type, ids `<prefix>0`, `<prefix>1`, …
+pub async fn produce_many(deployment: &Deployment, event_type: &str, prefix: &str, count: usize) {
+    let producer = producer();
+    for n in 0..count {
+        let e = event(
+            event_type,
+            &format!("{prefix}{n}"),
+            sample_data(event_type, n),
+        );
+        produce_structured(&producer, &deployment.input, &e).await;
+    }
+}
+
 /// Produces a structured-mode CloudEvent.
 pub async fn produce_structured(producer: &FutureProducer, topic: &str, event: &Value) {
     let payload = serde_json::to_vec(event).unwrap();
