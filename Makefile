@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: bench-micro docs examples run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: bench-micro docs examples guide run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,7 +19,7 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy examples
+test: test-alerts test-deploy examples guide
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
@@ -60,6 +60,11 @@ examples: build
 ## Criterion micro-benchmarks: signing, decoding, matching.
 bench-micro:
 	$(CARGO) bench --bench micro
+
+## Follow the integration guide against `rewardhooks dev`: register with the
+## guide's curl, run the example receiver, send a test webhook.
+guide:
+	scripts/check-guide.sh
 
 ## Unit tests only; nothing needs to run.
 unit:
