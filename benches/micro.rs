@@ -10,7 +10,7 @@ use rdkafka::message::OwnedHeaders;
 use rewardhooks::delivery::signing::signature_header;
 use rewardhooks::events::{decode, Catalog, Event};
 use rewardhooks::fanout::matcher::{Index, LiveSubscription};
-use rewardhooks::subscriptions::{Secret, Status, Subscription};
+use rewardhooks::subscriptions::{Secret, Subscription};
 use serde_json::json;
 
 fn subscription(
@@ -18,27 +18,14 @@ fn subscription(
     event_types: Vec<String>,
     filter: Option<serde_json::Value>,
 ) -> Arc<LiveSubscription> {
-    let now = chrono::Utc::now();
-    Arc::new(LiveSubscription::new(Subscription {
-        id: format!("sub_{i:08}"),
-        owner: "bench".into(),
-        url: "https://example.com/hook".into(),
+    let mut sub = Subscription::new(
+        "bench".into(),
+        "https://example.com/hook".into(),
         event_types,
-        description: None,
-        filter,
-        rate_limit: None,
-        metadata: None,
-        status: Status::Active,
-        disabled_reason: None,
-        disabled_at: None,
-        circuit_open_until: None,
-        failing_since: None,
-        secret: Secret::generate(),
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        created_at: now,
-        updated_at: now,
-    }))
+    );
+    sub.id = format!("sub_{i:08}");
+    sub.filter = filter;
+    Arc::new(LiveSubscription::new(sub))
 }
 
 fn benches(c: &mut Criterion) {

@@ -19,7 +19,7 @@ use rdkafka::util::Timeout;
 use crate::app::{App, Shared, ALL_ROLES};
 use crate::config::Settings;
 use crate::delivery::signing::signature_header;
-use crate::subscriptions::{new_id, Secret, Status, Subscription};
+use crate::subscriptions::{Secret, Subscription};
 
 fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 18];
@@ -134,27 +134,9 @@ async fn run_demo(shared: Arc<Shared>, input: String) -> anyhow::Result<()> {
         });
     tokio::spawn(async move { axum::serve(listener, router).await });
     shared.store.wait_ready().await;
-    let now = chrono::Utc::now();
-    let sub = Subscription {
-        id: new_id(),
-        owner: "demo".into(),
-        url: url.clone(),
-        event_types: vec!["*".into()],
-        description: Some("rewardhooks dev --demo receiver".into()),
-        filter: None,
-        rate_limit: None,
-        metadata: None,
-        status: Status::Active,
-        disabled_reason: None,
-        disabled_at: None,
-        circuit_open_until: None,
-        failing_since: None,
-        secret,
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let mut sub = Subscription::new("demo".into(), url.clone(), vec!["*".into()]);
+    sub.description = Some("rewardhooks dev --demo receiver".into());
+    sub.secret = secret;
     shared.store.put(&sub).await?;
     tracing::info!(subscription_id = %sub.id, %url, "Demo receiver subscribed to every event type.");
     let mut tick = tokio::time::interval(Duration::from_secs(3));

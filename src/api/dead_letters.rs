@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::subscriptions::{find, Page};
+use super::subscriptions::{find, page_limit, Page};
 use super::{ApiJson, ApiQuery, AppState};
 use crate::deadletter::DeadLetter;
 
@@ -45,10 +45,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<DeadLetter>>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=250).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 250"));
-    }
+    let limit = page_limit(q.limit)?;
     if let Some(id) = &q.subscription_id {
         if !visible(&state, &caller, id) {
             return Err(ApiError::not_found("subscription"));

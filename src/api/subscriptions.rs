@@ -130,6 +130,16 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+/// A list call's `limit`: 1 to 250, default 50.
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if (1..=250).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::bad_request("limit must be between 1 and 250"))
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T: ToSchema> {
     pub data: Vec<T>,
@@ -265,27 +275,11 @@ pub async fn create(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
-    let now = Utc::now();
-    let sub = Subscription {
-        id: new_id(),
-        owner,
-        url: body.url,
-        event_types: body.event_types,
-        description: body.description,
-        filter: body.filter,
-        rate_limit: body.rate_limit,
-        metadata: body.metadata,
-        status: Status::Active,
-        disabled_reason: None,
-        disabled_at: None,
-        circuit_open_until: None,
-        failing_since: None,
-        secret: Secret::generate(),
-        previous_secret: None,
-        previous_secret_expires_at: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let mut sub = Subscription::new(owner, body.url, body.event_types);
+    sub.description = body.description;
+    sub.filter = body.filter;
+    sub.rate_limit = body.rate_limit;
+    sub.metadata = body.metadata;
     state
         .shared
         .store
@@ -310,10 +304,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<SubscriptionView>>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=250).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 250"));
-    }
+    let limit = page_limit(q.limit)?;
     let (items, more) = state
         .shared
         .store
@@ -562,10 +553,7 @@ pub async fn attempts(
     ApiQuery(q): ApiQuery<AttemptsQuery>,
 ) -> Result<Json<Page<AttemptRecord>>, ApiError> {
     let sub = find(&state, &caller, &id)?;
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=250).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 250"));
-    }
+    let limit = page_limit(q.limit)?;
     let before = q
         .before
         .map(|b| {

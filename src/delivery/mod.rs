@@ -243,7 +243,7 @@ impl Deliverer {
             headers: headers.to_kafka(),
         };
         record.produce_durably(&self.shared.producer).await;
-        let label = crate::retry::delay_label(delay);
+        let label = crate::config::format_duration(delay);
         METRICS.retries_scheduled.with_label_values(&[&label]).inc();
         METRICS
             .deliveries

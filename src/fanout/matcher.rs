@@ -287,26 +287,14 @@ mod tests {
     }
 
     fn sub(id: &str, types: &[&str], filter: Option<Value>) -> Arc<LiveSubscription> {
-        Arc::new(LiveSubscription::new(Subscription {
-            id: id.into(),
-            owner: "o".into(),
-            url: "https://example.com".into(),
-            event_types: types.iter().map(|s| s.to_string()).collect(),
-            description: None,
-            filter,
-            rate_limit: None,
-            metadata: None,
-            status: Status::Active,
-            disabled_reason: None,
-            disabled_at: None,
-            circuit_open_until: None,
-            failing_since: None,
-            secret: crate::subscriptions::Secret::generate(),
-            previous_secret: None,
-            previous_secret_expires_at: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        }))
+        let mut sub = Subscription::new(
+            "o".into(),
+            "https://example.com".into(),
+            types.iter().map(|s| s.to_string()).collect(),
+        );
+        sub.id = id.into();
+        sub.filter = filter;
+        Arc::new(LiveSubscription::new(sub))
     }
 
     #[test]

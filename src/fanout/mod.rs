@@ -110,16 +110,17 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
     );
     let mut acks = PendingAcks { sends: Vec::new() };
     match decoded {
-        Ok(event) => {
-            let event = Arc::new(event);
-            let body = Arc::new(event.body.clone());
+        Ok(mut event) => {
+            // The body moves into the shared payload: serialized once, copied never.
+            let body = Arc::new(std::mem::take(&mut event.body));
+            // Built once per event; every subscription's record shares them.
+            let headers = DeliveryHeaders::fresh(&event).to_kafka();
             for live in shared.store.matching(&event) {
-                let headers = DeliveryHeaders::fresh(&event).to_kafka();
                 let record = OwnedRecord {
                     topic: shared.topics.deliveries.clone(),
                     key: Some(live.sub.id.as_bytes().to_vec()),
                     payload: body.clone(),
-                    headers,
+                    headers: headers.clone(),
                 };
                 enqueue(&shared.producer, record, &mut acks).await;
             }

@@ -12,7 +12,6 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::config::format_duration;
 use crate::kafka::consumer::TrackedConsumer;
 use crate::kafka::Topics;
 
@@ -74,10 +73,6 @@ impl Schedule {
             .unwrap_or(base);
         Some(base.max(tier))
     }
-}
-
-pub fn delay_label(d: Duration) -> String {
-    format_duration(d)
 }
 
 type PartitionKey = (Arc<str>, i32);

@@ -110,6 +110,34 @@ pub struct Subscription {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Subscription {
+    /// A new active subscription with a fresh id and secret; optional fields
+    /// empty.
+    pub fn new(owner: String, url: String, event_types: Vec<String>) -> Self {
+        let now = Utc::now();
+        Subscription {
+            id: new_id(),
+            owner,
+            url,
+            event_types,
+            description: None,
+            filter: None,
+            rate_limit: None,
+            metadata: None,
+            status: Status::Active,
+            disabled_reason: None,
+            disabled_at: None,
+            circuit_open_until: None,
+            failing_since: None,
+            secret: Secret::generate(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// A new id: `sub_` + creation time and randomness, so ids sort by age.
 pub fn new_id() -> String {
     let mut random = [0u8; 6];

@@ -17,7 +17,7 @@ use crate::fanout::matcher::{Index, LiveSubscription};
 use crate::kafka::follower::{Applied, Follower};
 use crate::metrics::METRICS;
 use crate::security::{CipherError, SecretCipher};
-use crate::subscriptions::{Secret, Status, Subscription};
+use crate::subscriptions::{Secret, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -201,14 +201,6 @@ impl SubscriptionStore {
             .by_id
             .values()
             .filter(|l| l.sub.owner == owner)
-            .count()
-    }
-
-    pub fn count_by_status(&self, status: Status) -> usize {
-        self.read()
-            .by_id
-            .values()
-            .filter(|l| l.sub.status == status)
             .count()
     }
 
