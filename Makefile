@@ -71,6 +71,7 @@ unit:
 	$(CARGO) test --lib
 
 lint:
+	python3 scripts/check-modules.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 

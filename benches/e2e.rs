@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use rewardhooks::delivery::signing::signature_header;
+use rewardhooks::signing::signature_header;
 use rewardhooks::subscriptions::Secret;
 use serde_json::{json, Value};
 

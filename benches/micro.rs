@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rdkafka::message::OwnedHeaders;
-use rewardhooks::delivery::signing::signature_header;
 use rewardhooks::events::{decode, Catalog, Event};
-use rewardhooks::fanout::matcher::{Index, LiveSubscription};
+use rewardhooks::signing::signature_header;
+use rewardhooks::subscriptions::live::{Index, LiveSubscription};
 use rewardhooks::subscriptions::{Secret, Subscription};
 use serde_json::json;
 

@@ -7,30 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempts::AttemptLog;
 use crate::config::Settings;
+use crate::context::Shared;
 use crate::deadletter::DeadLetters;
-use crate::delivery::log::AttemptLog;
 use crate::events::Catalog;
 use crate::kafka::{ensure_topics, producer, TopicSpec, Topics};
-use crate::security::SecretCipher;
+use crate::secrets::SecretCipher;
 use crate::subscriptions::SubscriptionStore;
-
-/// What every stage shares.
-pub struct Shared {
-    pub settings: Arc<Settings>,
-    pub topics: Topics,
-    pub catalog: Catalog,
-    pub store: Arc<SubscriptionStore>,
-    pub dead_letters: Arc<DeadLetters>,
-    pub attempt_log: Arc<AttemptLog>,
-    pub producer: FutureProducer,
-    pub kafka_reachable: AtomicBool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -169,16 +158,14 @@ impl App {
             tracing::info!(%addr, "API listening.");
             let schedule =
                 crate::retry::Schedule::new(&settings.delivery.retry_schedule, &shared.topics);
-            let mut deliver_topics = vec![shared.topics.deliveries.clone()];
-            deliver_topics.extend(schedule.topics());
             let groups = vec![
                 crate::kafka::lag::Group {
-                    name: format!("{}.fanout", settings.kafka.group_id),
+                    name: crate::kafka::fanout_group(&settings.kafka),
                     topics: settings.kafka.input_topics.clone(),
                 },
                 crate::kafka::lag::Group {
-                    name: format!("{}.deliver", settings.kafka.group_id),
-                    topics: deliver_topics,
+                    name: crate::kafka::deliver_group(&settings.kafka),
+                    topics: schedule.consumed_topics(&shared.topics),
                 },
             ];
             services.spawn(crate::kafka::lag::run(

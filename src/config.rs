@@ -2,11 +2,14 @@
 //! `REWARDHOOKS__SECTION__KEY` environment variables. Validated once at start.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::net::{Cidr, DestinationPolicy};
+use crate::secrets::SecretCipher;
 
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -112,7 +115,8 @@ pub struct DeliverySettings {
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
     /// Local address outgoing webhook connections are bound to ("" = any).
-    pub source_address: String,
+    #[serde(with = "optional_ip")]
+    pub source_address: Option<IpAddr>,
     /// Public addresses webhooks leave from, shown at GET /v1/egress-ips.
     pub egress_ips: Vec<String>,
 }
@@ -123,7 +127,7 @@ pub struct SecuritySettings {
     pub allow_insecure_http: bool,
     pub allow_private_networks: bool,
     /// Address blocks allowed even though they are not public.
-    pub allowed_networks: Vec<String>,
+    pub allowed_networks: Vec<Cidr>,
     pub secrets_key: String,
     /// Keys that still decrypt secrets written before a key rotation.
     pub previous_secrets_keys: Vec<String>,
@@ -144,7 +148,8 @@ impl std::fmt::Debug for SecuritySettings {
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
-    pub listen: String,
+    #[serde(with = "parsed")]
+    pub listen: SocketAddr,
     pub admin_token: String,
     #[serde(with = "duration")]
     pub write_timeout: Duration,
@@ -178,6 +183,17 @@ fn is_secret_key(key: &str) -> bool {
     ["password", "secret", "token", "key"]
         .iter()
         .any(|word| key.contains(word))
+}
+
+impl SecuritySettings {
+    /// Where webhooks may go, as the sender and the API check it.
+    pub fn destination_policy(&self) -> DestinationPolicy {
+        DestinationPolicy::new(
+            self.allow_insecure_http,
+            self.allow_private_networks,
+            self.allowed_networks.clone(),
+        )
+    }
 }
 
 impl Settings {
@@ -297,12 +313,6 @@ impl Settings {
                 "set both rate_limit_per_second and rate_limit_burst, or neither",
             ));
         }
-        if self.api.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "api.listen",
-                format!("{:?} is not an address like 0.0.0.0:8080", self.api.listen),
-            ));
-        }
         for (name, token) in std::iter::once(("api.admin_token", &self.api.admin_token))
             .chain(self.api.tokens.values().map(|t| ("api.tokens", t)))
         {
@@ -318,28 +328,11 @@ impl Settings {
             }
         }
         if !self.security.secrets_key.is_empty() {
-            crate::security::SecretCipher::new(
+            SecretCipher::new(
                 &self.security.secrets_key,
                 &self.security.previous_secrets_keys,
             )
             .map_err(|e| invalid("security.secrets_key", e.to_string()))?;
-        }
-        for block in &self.security.allowed_networks {
-            block
-                .parse::<crate::security::Cidr>()
-                .map_err(|e| invalid("security.allowed_networks", e))?;
-        }
-        if !self.delivery.source_address.is_empty()
-            && self
-                .delivery
-                .source_address
-                .parse::<std::net::IpAddr>()
-                .is_err()
-        {
-            return Err(invalid(
-                "delivery.source_address",
-                format!("{:?} is not an IP address", self.delivery.source_address),
-            ));
         }
         if self.metrics.lag_interval < Duration::from_millis(100) {
             return Err(invalid("metrics.lag_interval", "must be at least 100ms"));
@@ -409,6 +402,49 @@ pub fn format_duration(d: Duration) -> String {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
+    }
+}
+
+/// A value written as text in the configuration (an address), parsed at load
+/// so a bad one is a configuration error naming its key.
+mod parsed {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not an address like 0.0.0.0:8080"))
+        })
+    }
+}
+
+/// An optional IP address; "" means none.
+mod optional_ip {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::IpAddr;
+
+    pub fn serialize<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(ip) => s.collect_str(ip),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an IP address")))
     }
 }
 

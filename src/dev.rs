@@ -16,9 +16,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
-use crate::app::{App, Shared, ALL_ROLES};
+use crate::app::{App, ALL_ROLES};
 use crate::config::Settings;
-use crate::delivery::signing::signature_header;
+use crate::context::Shared;
+use crate::signing::signature_header;
 use crate::subscriptions::{Secret, Subscription};
 
 fn random_token(prefix: &str) -> String {
@@ -42,10 +43,10 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     settings.security.allow_private_networks = true;
     if settings.security.secrets_key.is_empty() {
         // Dev data lives in memory only, so a fresh key each run is enough.
-        settings.security.secrets_key = crate::security::SecretCipher::generate_key();
+        settings.security.secrets_key = crate::secrets::SecretCipher::generate_key();
     }
-    if settings.api.listen == "0.0.0.0:8080" {
-        settings.api.listen = "127.0.0.1:8080".to_string();
+    if settings.api.listen == std::net::SocketAddr::from(([0, 0, 0, 0], 8080)) {
+        settings.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
     }
     let token = if settings.api.admin_token.is_empty() {
         let t = random_token("dev_");

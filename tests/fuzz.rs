@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
+use rewardhooks::events::filter::Filter;
 use rewardhooks::events::{decode, Catalog, Event};
-use rewardhooks::fanout::matcher::Filter;
 use serde_json::{json, Value};
 
 fn arb_json() -> impl Strategy<Value = Value> {

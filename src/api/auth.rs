@@ -110,7 +110,7 @@ mod tests {
                 .collect::<String>()
         );
         let settings = ApiSettings {
-            listen: "127.0.0.1:0".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: "admin-token".into(),
             write_timeout: std::time::Duration::from_secs(1),
             max_subscriptions_per_owner: 10,

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::app::Shared;
+use crate::context::Shared;
 use crate::delivery::Deliverer;
 use crate::metrics::METRICS;
 use auth::Auth;

@@ -12,9 +12,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiJson, ApiQuery, AppState};
-use crate::delivery::record::DeliveryHeaders;
-use crate::delivery::AttemptRecord;
-use crate::fanout::matcher::Filter;
+use crate::attempts::AttemptRecord;
+use crate::events::filter::Filter;
+use crate::record::DeliveryHeaders;
 use crate::subscriptions::{new_id, RateLimit, Secret, Status, Subscription};
 
 const MAX_EVENT_TYPES: usize = 64;
@@ -147,7 +147,7 @@ pub struct Page<T: ToSchema> {
 }
 
 async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
-    crate::security::check_url(url, &state.shared.settings.security)
+    crate::net::check_url(url, &state.shared.settings.security.destination_policy())
         .await
         .map(|_| ())
         .map_err(|e| ApiError::invalid("invalid_url", e.to_string()))

@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
-use crate::delivery::record::DeliveryHeaders;
 use crate::kafka::follower::{Applied, Follower};
 use crate::kafka::{client_config, header_str, ClientKind, OwnedRecord};
+use crate::record::DeliveryHeaders;
 
 pub const REPLAYED_HEADER: &str = "rewardhooks-replayed";
 

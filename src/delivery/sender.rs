@@ -6,25 +6,61 @@ use std::net::IpAddr;
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 
-use crate::delivery::signing::signature_header;
-use crate::security::{DestinationPolicy, GuardedResolver};
+use crate::net::{DestinationPolicy, GuardedResolver};
+use crate::signing::{signature_header, USER_AGENT};
 
-pub const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
+/// What an attempt means for the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Delivered,
+    /// 410: the endpoint is gone for good.
+    Gone,
+    /// Worth another try later: any other answer, a timeout, a connection,
+    /// DNS or TLS error. `retry_after` comes from a 429 or 503 answer.
+    Retry { retry_after: Option<Duration> },
+    /// Not sent, and sending again would not help: the destination or the
+    /// request is refused before it leaves.
+    Refused { reason: String },
+}
+
+impl Outcome {
+    /// The `outcome` label of attempt metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "success",
+            Outcome::Gone => "gone",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Refused { .. } => "refused",
+        }
+    }
+}
 
 /// What one attempt produced.
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
+    pub outcome: Outcome,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub response_body: String,
     pub duration: Duration,
-    /// `Retry-After` of a 429 or 503 answer.
-    pub retry_after: Option<Duration>,
 }
 
 impl AttemptResult {
+    fn refused(reason: String, started: Instant) -> Self {
+        AttemptResult {
+            outcome: Outcome::Refused {
+                reason: reason.clone(),
+            },
+            status: None,
+            error: Some(reason),
+            response_body: String::new(),
+            duration: started.elapsed(),
+        }
+    }
+
     pub fn success(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
+        self.outcome == Outcome::Delivered
     }
 
     /// A summary for logs, headers and the delivery log.
@@ -65,6 +101,9 @@ impl Sender {
             .local_address(source_address)
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
+            // Proxy variables from the environment would hand every request
+            // to a proxy the address guard cannot see past.
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -80,21 +119,32 @@ impl Sender {
 
     pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
         let started = Instant::now();
-        let literal = reqwest::Url::parse(req.url).ok().and_then(|u| {
-            u.host_str()?
-                .trim_start_matches('[')
+        let url = match reqwest::Url::parse(req.url) {
+            Ok(url) => url,
+            Err(e) => return AttemptResult::refused(format!("url is not valid: {e}"), started),
+        };
+        // Scheme rules apply at send time too: a subscription registered as
+        // http:// while that was allowed stops when it no longer is.
+        if !self.policy.permits_scheme(url.scheme()) {
+            return AttemptResult::refused(
+                format!(
+                    "destination refused: scheme {} is not allowed",
+                    url.scheme()
+                ),
+                started,
+            );
+        }
+        let literal = url.host_str().and_then(|h| {
+            h.trim_start_matches('[')
                 .trim_end_matches(']')
                 .parse::<IpAddr>()
                 .ok()
         });
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
-            return AttemptResult {
-                status: None,
-                error: Some(format!("destination refused: {ip} is not a public address")),
-                response_body: String::new(),
-                duration: started.elapsed(),
-                retry_after: None,
-            };
+            return AttemptResult::refused(
+                format!("destination refused: {ip} is not a public address"),
+                started,
+            );
         }
         let timestamp = chrono::Utc::now().timestamp();
         let signature = signature_header(req.keys, req.event_id, timestamp, req.body);
@@ -111,19 +161,16 @@ impl Sender {
                     headers.insert(name, v);
                 }
                 Err(_) => {
-                    return AttemptResult {
-                        status: None,
-                        error: Some(format!("{name} is not a valid header value")),
-                        response_body: String::new(),
-                        duration: started.elapsed(),
-                        retry_after: None,
-                    }
+                    return AttemptResult::refused(
+                        format!("{name} is not a valid header value"),
+                        started,
+                    )
                 }
             }
         }
         let result = self
             .client
-            .post(req.url)
+            .post(url)
             .headers(headers)
             .body(req.body.to_vec())
             .send()
@@ -132,11 +179,11 @@ impl Sender {
             Ok(r) => r,
             Err(e) => {
                 return AttemptResult {
+                    outcome: Outcome::Retry { retry_after: None },
                     status: None,
                     error: Some(classify(&e)),
                     response_body: String::new(),
                     duration: started.elapsed(),
-                    retry_after: None,
                 }
             }
         };
@@ -167,12 +214,17 @@ impl Sender {
                 }
             }
         }
+        let outcome = match status {
+            200..=299 => Outcome::Delivered,
+            410 => Outcome::Gone,
+            _ => Outcome::Retry { retry_after },
+        };
         AttemptResult {
+            outcome,
             status: Some(status),
             error,
             response_body: String::from_utf8_lossy(&body).into_owned(),
             duration: started.elapsed(),
-            retry_after,
         }
     }
 }

@@ -179,7 +179,7 @@ impl Catalog {
     pub fn matches_any(&self, pattern: &str) -> bool {
         self.types
             .keys()
-            .any(|name| crate::fanout::matcher::type_matches(pattern, name))
+            .any(|name| crate::events::filter::type_matches(pattern, name))
     }
 }
 

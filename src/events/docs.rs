@@ -5,9 +5,9 @@ use serde_json::Value;
 
 use super::catalog::EventType;
 use super::{Catalog, Event};
-use crate::delivery::sender::USER_AGENT;
-use crate::delivery::signing::signature_header;
-use crate::subscriptions::Secret;
+use crate::signing::signature_header;
+use crate::signing::Secret;
+use crate::signing::USER_AGENT;
 
 /// The example secret and time of the worked examples (the Standard Webhooks
 /// specification's test secret).

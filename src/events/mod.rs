@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod docs;
+pub mod filter;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::Headers;

@@ -3,29 +3,53 @@
 //! Invalid records go to the invalid topic. An input offset is stored only
 //! once every record it caused is acknowledged by the broker.
 
-pub mod matcher;
-
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Shared;
-use crate::delivery::record::DeliveryHeaders;
+use crate::context::Shared;
 use crate::events::{decode, Invalid};
 use crate::kafka::consumer::TrackedConsumer;
+use crate::kafka::stage::{self, Stage};
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
+use crate::record::DeliveryHeaders;
 
 pub const ERROR_HEADER: &str = "rewardhooks-error";
 
+/// The fan-out stage: decode, match, write; an input record's work is done
+/// when every record it caused is acknowledged.
+struct Fanout {
+    shared: Arc<Shared>,
+}
+
+impl Stage for Fanout {
+    type Wake = ();
+
+    async fn handle(
+        &mut self,
+        consumer: &TrackedConsumer,
+        msg: BorrowedMessage<'_>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let record = consumer.begin(&msg);
+        let acks = fan_out(&self.shared, &msg).await;
+        let producer = self.shared.producer.clone();
+        tokio::spawn(async move {
+            acks.wait(&producer).await;
+            record.complete();
+            drop(permit);
+        });
+    }
+}
+
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
     shared.store.wait_ready().await;
-    let settings = &shared.settings;
-    let group = format!("{}.fanout", settings.kafka.group_id);
+    let settings = shared.settings.clone();
+    let group = crate::kafka::fanout_group(&settings.kafka);
     let consumer = TrackedConsumer::subscribe(
         &settings.kafka,
         &group,
@@ -33,47 +57,15 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         "cooperative-sticky",
     )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
-    let in_flight = Arc::new(Semaphore::new(settings.delivery.max_in_flight));
-    let mut store_tick = tokio::time::interval(Duration::from_millis(200));
-    'poll: loop {
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            _ = store_tick.tick() => { consumer.store_done(); continue }
-            permit = in_flight.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let msg = loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break 'poll,
-                _ = store_tick.tick() => consumer.store_done(),
-                msg = consumer.consumer.recv() => break msg,
-            }
-        };
-        match msg {
-            Ok(msg) => {
-                let record = consumer.begin(&msg);
-                let acks = fan_out(&shared, &msg).await;
-                let producer = shared.producer.clone();
-                tokio::spawn(async move {
-                    acks.wait(&producer).await;
-                    record.complete();
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Consuming input failed; retrying.");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    consumer
-        .drain_and_commit(settings.delivery.shutdown_timeout)
-        .await;
-    tracing::info!("Fan-out stopped.");
+    stage::run(
+        "fanout",
+        consumer,
+        &mut Fanout { shared },
+        settings.delivery.max_in_flight,
+        settings.delivery.shutdown_timeout,
+        cancel,
+    )
+    .await;
     Ok(())
 }
 

@@ -7,8 +7,9 @@ use std::time::Duration;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
@@ -70,7 +71,7 @@ impl RecordRef {
 }
 
 pub struct TrackedConsumer {
-    pub consumer: StreamConsumer<TrackingContext>,
+    consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
     topics: Vec<Arc<str>>,
 }
@@ -110,6 +111,35 @@ impl TrackedConsumer {
             tracker,
             topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
         })
+    }
+
+    /// The next record (or a consumer error).
+    pub async fn recv(&self) -> Result<BorrowedMessage<'_>, KafkaError> {
+        self.consumer.recv().await
+    }
+
+    /// Stops fetching a partition and rewinds it to `offset`, to be read
+    /// again from there once resumed.
+    pub fn pause_at(&self, topic: &str, partition: i32, offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(topic, partition, error = %e, "Pause failed.");
+        }
+        if let Err(e) = self
+            .consumer
+            .seek(topic, partition, Offset::Offset(offset), Duration::ZERO)
+        {
+            tracing::warn!(topic, partition, error = %e, "Seek failed.");
+        }
+    }
+
+    pub fn resume(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::debug!(topic, partition, error = %e, "Resume failed (partition moved?).");
+        }
     }
 
     /// Registers a record as in progress; complete the returned reference

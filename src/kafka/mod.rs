@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod follower;
 pub mod lag;
 pub mod offsets;
+pub mod stage;
 
 use std::time::Duration;
 
@@ -36,6 +37,19 @@ pub enum KafkaSetupError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+}
+
+/// A topic partition, as stages key their per-partition state.
+pub type PartitionKey = (Arc<str>, i32);
+
+/// The fan-out stage's consumer group.
+pub fn fanout_group(settings: &KafkaSettings) -> String {
+    format!("{}.fanout", settings.group_id)
+}
+
+/// The delivery stage's consumer group.
+pub fn deliver_group(settings: &KafkaSettings) -> String {
+    format!("{}.deliver", settings.group_id)
 }
 
 /// Names of the internal topics, all `<prefix>.<name>`.

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::kafka::consumer::TrackedConsumer;
@@ -51,8 +49,34 @@ impl Schedule {
             .unwrap_or_default()
     }
 
+    /// What the delivery stage consumes: fresh deliveries and every tier.
+    pub fn consumed_topics(&self, topics: &Topics) -> Vec<String> {
+        std::iter::once(topics.deliveries.clone())
+            .chain(self.topics())
+            .collect()
+    }
+
     pub fn first(&self) -> Duration {
         self.tiers.first().map(|(d, _)| *d).unwrap_or_default()
+    }
+
+    /// The smallest tier at least `wait` long (the last tier when none is).
+    pub fn covering(&self, wait: Duration) -> Duration {
+        self.tiers
+            .iter()
+            .map(|(d, _)| *d)
+            .find(|d| *d >= wait)
+            .or_else(|| self.tiers.last().map(|(d, _)| *d))
+            .unwrap_or_default()
+    }
+
+    /// The `index`th tier, or the last one.
+    pub fn tier_at(&self, index: usize) -> Duration {
+        self.tiers
+            .get(index)
+            .or(self.tiers.last())
+            .map(|(d, _)| *d)
+            .unwrap_or_default()
     }
 
     /// The delay before the next try after `attempts` failed attempts, or
@@ -75,7 +99,7 @@ impl Schedule {
     }
 }
 
-type PartitionKey = (Arc<str>, i32);
+use crate::kafka::PartitionKey;
 
 /// Pauses tier partitions whose head record is not yet due, and resumes them
 /// when it is. Nothing sleeps in the poll loop: a timer task sends the
@@ -83,7 +107,7 @@ type PartitionKey = (Arc<str>, i32);
 pub struct Pauser {
     paused: HashMap<PartitionKey, ()>,
     wake_tx: mpsc::UnboundedSender<PartitionKey>,
-    pub wake_rx: mpsc::UnboundedReceiver<PartitionKey>,
+    wake_rx: mpsc::UnboundedReceiver<PartitionKey>,
 }
 
 impl Default for Pauser {
@@ -114,19 +138,7 @@ impl Pauser {
             return true;
         }
         // Rewind to this record: it (and what follows) is read again on resume.
-        let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition(msg.topic(), msg.partition());
-        if let Err(e) = consumer.consumer.pause(&tpl) {
-            tracing::warn!(topic = msg.topic(), partition = msg.partition(), error = %e, "Pause failed.");
-        }
-        if let Err(e) = consumer.consumer.seek(
-            msg.topic(),
-            msg.partition(),
-            Offset::Offset(msg.offset()),
-            Duration::ZERO,
-        ) {
-            tracing::warn!(topic = msg.topic(), partition = msg.partition(), error = %e, "Seek failed.");
-        }
+        consumer.pause_at(msg.topic(), msg.partition(), msg.offset());
         if !waiting {
             self.paused.insert(key.clone(), ());
             let wait = Duration::from_millis((due - now_ms).max(0) as u64);
@@ -139,16 +151,17 @@ impl Pauser {
         false
     }
 
+    /// The next partition whose head record fell due.
+    pub async fn woken(&mut self) -> Option<PartitionKey> {
+        self.wake_rx.recv().await
+    }
+
     /// A partition's head record is due: resume it.
     pub fn wake(&mut self, consumer: &TrackedConsumer, key: PartitionKey) {
         if self.paused.remove(&key).is_none() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition(&key.0, key.1);
-        if let Err(e) = consumer.consumer.resume(&tpl) {
-            tracing::debug!(topic = %key.0, partition = key.1, error = %e, "Resume failed (partition moved?).");
-        }
+        consumer.resume(&key.0, key.1);
     }
 }
 

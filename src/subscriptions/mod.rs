@@ -1,16 +1,15 @@
 //! Subscriptions: the model, its secrets, and the store that keeps them in the
 //! compacted subscriptions topic and materializes them in memory.
 
+pub mod live;
 pub mod store;
 
-use std::fmt;
-
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::signing::Secret;
 pub use store::SubscriptionStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -35,44 +34,6 @@ impl Status {
 pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,
-}
-
-/// A signing secret, `whsec_` + base64 of 32 random bytes. Never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl Secret {
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        Secret(format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(bytes)
-        ))
-    }
-
-    pub fn from_string(s: String) -> Self {
-        Secret(s)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The HMAC key: the decoded bytes after `whsec_`.
-    pub fn key_bytes(&self) -> Option<Vec<u8>> {
-        let encoded = self.0.strip_prefix("whsec_").unwrap_or(&self.0);
-        base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-    }
 }
 
 /// The stored form of a subscription (value of the subscriptions topic).

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
 use crate::events::Event;
-use crate::fanout::matcher::{Index, LiveSubscription};
 use crate::kafka::follower::{Applied, Follower};
 use crate::metrics::METRICS;
-use crate::security::{CipherError, SecretCipher};
+use crate::secrets::{CipherError, SecretCipher};
+use crate::subscriptions::live::{Index, LiveSubscription};
 use crate::subscriptions::{Secret, Subscription};
 
 #[derive(Debug, thiserror::Error)]

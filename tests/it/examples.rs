@@ -76,8 +76,7 @@ async fn the_example_receiver_verifies_deduplicates_and_processes_each_event_onc
         .unwrap();
     let body =
         br#"{"id":"evt_old","type":"points.earned","timestamp":"2020-01-01T00:00:00Z","data":{}}"#;
-    let sig =
-        rewardhooks::delivery::signing::signature_header(&[key.as_slice()], "evt_old", ts, body);
+    let sig = rewardhooks::signing::signature_header(&[key.as_slice()], "evt_old", ts, body);
     let resp = reqwest::Client::new()
         .post(&url)
         .header("webhook-id", "evt_old")

@@ -1,10 +1,55 @@
 //! Standard Webhooks signatures: `v1,<base64 HMAC-SHA256(key, "<id>.<ts>.<body>")>`.
 
+use std::fmt;
+
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// A signing secret, `whsec_` + base64 of 32 random bytes. Never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Secret(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    pub fn from_string(s: String) -> Self {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The HMAC key: the decoded bytes after `whsec_`.
+    pub fn key_bytes(&self) -> Option<Vec<u8>> {
+        let encoded = self.0.strip_prefix("whsec_").unwrap_or(&self.0);
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+    }
+}
+
+/// The `user-agent` of every webhook request.
+pub const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
 
 /// One `v1,` signature per key, space-separated (current secret first).
 pub fn signature_header(keys: &[&[u8]], id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -33,7 +78,6 @@ pub fn signature_header(keys: &[&[u8]], id: &str, timestamp: i64, body: &[u8]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subscriptions::Secret;
 
     /// The test vector of the Standard Webhooks specification.
     #[test]

@@ -1,15 +1,12 @@
-//! Which subscriptions an event goes to: event-type patterns (`tier.*`, `*`)
-//! and payload filters (`{"data.new_tier":{"$in":["gold"]}}`), behind an
-//! index keyed by event type so matching does not scan every subscription.
+//! What a subscription asks for: event-type patterns (`tier.*`, `*`) and
+//! payload filters (`{"data.new_tier":{"$in":["gold"]}}`), evaluated against
+//! a decoded event.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::events::Event;
-use crate::subscriptions::{Status, Subscription};
 
 /// Whether an `event_types` entry matches a type. `*` stands for one dot
 /// segment; a trailing `*` for one or more, so `tier.*` matches `tier.changed`.
@@ -60,6 +57,14 @@ pub struct Filter {
 const MAX_CONDITIONS: usize = 32;
 
 impl Filter {
+    /// A filter that matches nothing: what a stored filter that no longer
+    /// compiles becomes, so it never matches everything.
+    pub fn never() -> Self {
+        Filter {
+            conditions: vec![(vec!["id".into()], Condition::Exists(false))],
+        }
+    }
+
     pub fn compile(filter: &Value) -> Result<Self, FilterError> {
         let err = |path: &str, message: &str| FilterError {
             path: path.to_string(),
@@ -169,113 +174,6 @@ fn compare(value: Option<&Value>, bound: &Value) -> Option<Ordering> {
     }
 }
 
-/// A subscription ready for matching and signing.
-#[derive(Debug)]
-pub struct LiveSubscription {
-    pub sub: Subscription,
-    pub filter: Option<Filter>,
-    /// HMAC keys decoded once: the current secret's, and the previous one's
-    /// with the end of its grace period.
-    key: Vec<u8>,
-    previous_key: Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>,
-}
-
-impl LiveSubscription {
-    /// Compiles a stored subscription; a filter that no longer compiles
-    /// matches nothing rather than everything.
-    pub fn new(sub: Subscription) -> Self {
-        let filter = sub.filter.as_ref().map(|f| {
-            Filter::compile(f).unwrap_or(Filter {
-                conditions: vec![(vec!["id".into()], Condition::Exists(false))],
-            })
-        });
-        let key = sub.secret.key_bytes().unwrap_or_default();
-        let previous_key = match (&sub.previous_secret, sub.previous_secret_expires_at) {
-            (Some(secret), Some(until)) => secret.key_bytes().map(|k| (k, until)),
-            _ => None,
-        };
-        LiveSubscription {
-            sub,
-            filter,
-            key,
-            previous_key,
-        }
-    }
-
-    /// Keys that sign a delivery made at `now`, current first.
-    pub fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
-        let mut keys = vec![self.key.as_slice()];
-        if let Some((previous, until)) = &self.previous_key {
-            if now < *until {
-                keys.push(previous.as_slice());
-            }
-        }
-        keys
-    }
-
-    pub fn matches(&self, event: &Event) -> bool {
-        self.sub
-            .event_types
-            .iter()
-            .any(|p| type_matches(p, &event.event_type))
-            && self.filter.as_ref().is_none_or(|f| f.matches(event))
-    }
-
-    fn is_wildcard(&self) -> bool {
-        self.sub.event_types.iter().any(|p| p.contains('*'))
-    }
-}
-
-/// Active subscriptions by exact event type, plus those with wildcards.
-#[derive(Default)]
-pub struct Index {
-    exact: HashMap<String, BTreeMap<String, Arc<LiveSubscription>>>,
-    wildcard: BTreeMap<String, Arc<LiveSubscription>>,
-}
-
-impl Index {
-    pub fn insert(&mut self, live: &Arc<LiveSubscription>) {
-        if live.sub.status != Status::Active {
-            return;
-        }
-        if live.is_wildcard() {
-            self.wildcard.insert(live.sub.id.clone(), live.clone());
-        } else {
-            for t in &live.sub.event_types {
-                self.exact
-                    .entry(t.clone())
-                    .or_default()
-                    .insert(live.sub.id.clone(), live.clone());
-            }
-        }
-    }
-
-    pub fn remove(&mut self, old: &LiveSubscription) {
-        let id = &old.sub.id;
-        self.wildcard.remove(id);
-        for t in &old.sub.event_types {
-            if let Some(subs) = self.exact.get_mut(t) {
-                subs.remove(id);
-                if subs.is_empty() {
-                    self.exact.remove(t);
-                }
-            }
-        }
-    }
-
-    /// Subscriptions the event goes to, each once.
-    pub fn matching(&self, event: &Event) -> Vec<Arc<LiveSubscription>> {
-        let exact = self.exact.get(&event.event_type);
-        exact
-            .into_iter()
-            .flat_map(|m| m.values())
-            .chain(self.wildcard.values())
-            .filter(|live| live.matches(event))
-            .cloned()
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,17 +182,6 @@ mod tests {
 
     fn event(event_type: &str, data: Value) -> Event {
         Event::new("evt_1".into(), event_type.into(), Utc::now(), data)
-    }
-
-    fn sub(id: &str, types: &[&str], filter: Option<Value>) -> Arc<LiveSubscription> {
-        let mut sub = Subscription::new(
-            "o".into(),
-            "https://example.com".into(),
-            types.iter().map(|s| s.to_string()).collect(),
-        );
-        sub.id = id.into();
-        sub.filter = filter;
-        Arc::new(LiveSubscription::new(sub))
     }
 
     #[test]
@@ -353,37 +240,5 @@ mod tests {
             assert_eq!(e.path, path, "{filter}");
         }
         assert!(Filter::compile(&json!([1])).is_err());
-    }
-
-    #[test]
-    fn index_returns_each_matching_subscription_once() {
-        let mut index = Index::default();
-        let a = sub("a", &["tier.changed"], None);
-        let b = sub("b", &["tier.*", "tier.changed"], None);
-        let c = sub("c", &["*"], Some(json!({"data.new_tier":{"$in":["gold"]}})));
-        let d = sub("d", &["points.earned"], None);
-        for s in [&a, &b, &c, &d] {
-            index.insert(s);
-        }
-        let ids = |index: &Index, e: &Event| {
-            let mut v: Vec<String> = index.matching(e).iter().map(|s| s.sub.id.clone()).collect();
-            v.sort();
-            v
-        };
-        assert_eq!(
-            ids(&index, &event("tier.changed", json!({"new_tier":"gold"}))),
-            vec!["a", "b", "c"]
-        );
-        assert_eq!(
-            ids(&index, &event("tier.changed", json!({"new_tier":"bronze"}))),
-            vec!["a", "b"]
-        );
-        assert_eq!(ids(&index, &event("points.earned", json!({}))), vec!["d"]);
-        index.remove(&b);
-        index.remove(&a);
-        assert_eq!(
-            ids(&index, &event("tier.changed", json!({"new_tier":"gold"}))),
-            vec!["c"]
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! Destination checks for subscriber URLs: scheme and address rules, at
+//! Where webhooks may go. Destination checks for subscriber URLs: scheme and address rules, at
 //! registration and again at connect time (a DNS resolver for the HTTP client
 //! that only hands out permitted addresses, so DNS rebinding cannot pass).
 
@@ -8,10 +8,9 @@ use std::sync::Arc;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
-use crate::config::SecuritySettings;
-
 /// An address block such as `10.20.0.0/16` or `fd00::/8`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Cidr {
     addr: IpAddr,
     prefix: u8,
@@ -41,6 +40,20 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl TryFrom<String> for Cidr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        format!("{}/{}", c.addr, c.prefix)
+    }
+}
+
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
@@ -61,23 +74,27 @@ impl Cidr {
     }
 }
 
-/// Which destination addresses webhooks may go to.
+/// Where webhooks may go: which schemes, and which destination addresses.
 #[derive(Debug, Clone)]
 pub struct DestinationPolicy {
+    allow_http: bool,
     allow_private: bool,
     allowed: Vec<Cidr>,
 }
 
 impl DestinationPolicy {
-    pub fn new(settings: &SecuritySettings) -> Self {
+    pub fn new(allow_http: bool, allow_private: bool, allowed: Vec<Cidr>) -> Self {
         DestinationPolicy {
-            allow_private: settings.allow_private_networks,
-            allowed: settings
-                .allowed_networks
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
+            allow_http,
+            allow_private,
+            allowed,
         }
+    }
+
+    /// Whether a URL scheme may be used (checked at registration and again
+    /// at send time, so a rule tightened later applies to old subscriptions).
+    pub fn permits_scheme(&self, scheme: &str) -> bool {
+        scheme == "https" || (scheme == "http" && self.allow_http)
     }
 
     pub fn permits(&self, ip: IpAddr) -> bool {
@@ -171,15 +188,13 @@ pub fn is_public(addr: IpAddr) -> bool {
 
 /// Checks a subscriber URL at registration: syntax, scheme, and (unless
 /// private networks are allowed) that every address it resolves to is public.
-pub async fn check_url(url: &str, settings: &SecuritySettings) -> Result<Url, UrlError> {
+pub async fn check_url(url: &str, policy: &DestinationPolicy) -> Result<Url, UrlError> {
     if url.len() > 2048 {
         return Err(UrlError::TooLong);
     }
     let parsed = Url::parse(url).map_err(|e| UrlError::Syntax(e.to_string()))?;
-    match parsed.scheme() {
-        "https" => {}
-        "http" if settings.allow_insecure_http => {}
-        _ => return Err(UrlError::Scheme),
+    if !policy.permits_scheme(parsed.scheme()) {
+        return Err(UrlError::Scheme);
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(UrlError::Credentials);
@@ -190,8 +205,7 @@ pub async fn check_url(url: &str, settings: &SecuritySettings) -> Result<Url, Ur
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let policy = DestinationPolicy::new(settings);
-    if settings.allow_private_networks {
+    if policy.allow_private {
         return Ok(parsed);
     }
     let port = parsed.port_or_known_default().unwrap_or(443);
@@ -212,137 +226,12 @@ pub async fn check_url(url: &str, settings: &SecuritySettings) -> Result<Url, Ur
     Ok(parsed)
 }
 
-/// Encrypts subscription secrets at rest (AES-256-GCM). A stored secret reads
-/// `enc:v1:<key id>:<base64 nonce+ciphertext>`; the key id (first 8 hex
-/// digits of the key's SHA-256) says which key decrypts it, so keys can be
-/// rotated: the new key encrypts, old keys in `security.previous_secrets_keys`
-/// still decrypt.
-#[derive(Clone)]
-pub struct SecretCipher {
-    current: (String, aes_gcm::Aes256Gcm),
-    previous: Vec<(String, aes_gcm::Aes256Gcm)>,
-}
-
-impl std::fmt::Debug for SecretCipher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretCipher(key id {})", self.current.0)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CipherError {
-    #[error("secrets key is not base64 of 32 bytes")]
-    BadKey,
-    #[error("secret was encrypted with key {0}, which is not configured")]
-    UnknownKey(String),
-    #[error("secret ciphertext is malformed or was tampered with")]
-    Corrupt,
-}
-
-const ENC_PREFIX: &str = "enc:v1:";
-
-fn cipher_for(key_b64: &str) -> Result<(String, aes_gcm::Aes256Gcm), CipherError> {
-    use aes_gcm::KeyInit;
-    use base64::Engine;
-    use sha2::Digest;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(key_b64.trim())
-        .map_err(|_| CipherError::BadKey)?;
-    if key.len() != 32 {
-        return Err(CipherError::BadKey);
-    }
-    let id: String = sha2::Sha256::digest(&key)
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).map_err(|_| CipherError::BadKey)?;
-    Ok((id, cipher))
-}
-
-impl SecretCipher {
-    pub fn new(current: &str, previous: &[String]) -> Result<Self, CipherError> {
-        Ok(SecretCipher {
-            current: cipher_for(current)?,
-            previous: previous
-                .iter()
-                .map(|k| cipher_for(k))
-                .collect::<Result<_, _>>()?,
-        })
-    }
-
-    /// A fresh random key, base64, for dev mode.
-    pub fn generate_key() -> String {
-        use base64::Engine;
-        use rand::RngCore;
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        base64::engine::general_purpose::STANDARD.encode(key)
-    }
-
-    pub fn key_id(&self) -> &str {
-        &self.current.0
-    }
-
-    pub fn encrypt(&self, plaintext: &str) -> String {
-        use aes_gcm::aead::Aead;
-        use base64::Engine;
-        use rand::RngCore;
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let (id, cipher) = &self.current;
-        // Encryption with a valid key and a 12-byte nonce does not fail.
-        let sealed = cipher
-            .encrypt(aes_gcm::Nonce::from_slice(&nonce), plaintext.as_bytes())
-            .unwrap_or_default();
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&sealed);
-        format!(
-            "{ENC_PREFIX}{id}:{}",
-            base64::engine::general_purpose::STANDARD.encode(out)
-        )
-    }
-
-    /// Decrypts a stored secret; a plaintext one (written before a key was
-    /// configured) passes through.
-    pub fn decrypt(&self, stored: &str) -> Result<String, CipherError> {
-        use aes_gcm::aead::Aead;
-        use base64::Engine;
-        let Some(rest) = stored.strip_prefix(ENC_PREFIX) else {
-            return Ok(stored.to_string());
-        };
-        let (id, data) = rest.split_once(':').ok_or(CipherError::Corrupt)?;
-        let cipher = std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|(kid, _)| kid == id)
-            .map(|(_, c)| c)
-            .ok_or_else(|| CipherError::UnknownKey(id.to_string()))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .map_err(|_| CipherError::Corrupt)?;
-        if bytes.len() < 12 {
-            return Err(CipherError::Corrupt);
-        }
-        let (nonce, sealed) = bytes.split_at(12);
-        let plain = cipher
-            .decrypt(aes_gcm::Nonce::from_slice(nonce), sealed)
-            .map_err(|_| CipherError::Corrupt)?;
-        String::from_utf8(plain).map_err(|_| CipherError::Corrupt)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn strict() -> SecuritySettings {
-        SecuritySettings {
-            allow_insecure_http: false,
-            allow_private_networks: false,
-            allowed_networks: vec![],
-            secrets_key: String::new(),
-            previous_secrets_keys: vec![],
-        }
+    fn strict() -> DestinationPolicy {
+        DestinationPolicy::new(false, false, vec![])
     }
 
     #[test]
@@ -370,37 +259,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn secrets_round_trip_and_old_keys_still_decrypt_after_rotation() {
-        let old_key = SecretCipher::generate_key();
-        let old = SecretCipher::new(&old_key, &[]).unwrap();
-        let stored = old.encrypt("whsec_abc");
-        assert!(stored.starts_with("enc:v1:"));
-        assert!(!stored.contains("whsec_abc"));
-        assert_ne!(old.encrypt("whsec_abc"), stored, "fresh nonce every time");
-        assert_eq!(old.decrypt(&stored).unwrap(), "whsec_abc");
-        let rotated = SecretCipher::new(&SecretCipher::generate_key(), &[old_key]).unwrap();
-        assert_eq!(rotated.decrypt(&stored).unwrap(), "whsec_abc");
-        let stranger = SecretCipher::new(&SecretCipher::generate_key(), &[]).unwrap();
-        assert!(matches!(
-            stranger.decrypt(&stored),
-            Err(CipherError::UnknownKey(_))
-        ));
-        let mut tampered = stored.clone();
-        tampered.pop();
-        tampered.push(if stored.ends_with('A') { 'B' } else { 'A' });
-        assert!(old.decrypt(&tampered).is_err());
-        assert_eq!(old.decrypt("whsec_plain").unwrap(), "whsec_plain");
-        assert_eq!(
-            SecretCipher::new("c2hvcnQ=", &[]).unwrap_err(),
-            CipherError::BadKey
-        );
-    }
-
     #[tokio::test]
     async fn hostile_urls_are_refused_at_registration() {
-        let mut s = strict();
-        s.allow_insecure_http = true;
+        let s = DestinationPolicy::new(true, false, vec![]);
         let hostile = [
             "https://127.0.0.1/",
             "https://127.1/",
@@ -468,8 +329,7 @@ mod tests {
 
     #[tokio::test]
     async fn allowed_networks_let_private_blocks_through() {
-        let mut s = strict();
-        s.allowed_networks = vec!["10.20.0.0/16".into()];
+        let s = DestinationPolicy::new(false, false, vec!["10.20.0.0/16".parse().unwrap()]);
         assert!(check_url("https://10.20.3.4/hook", &s).await.is_ok());
         assert!(check_url("https://10.21.3.4/hook", &s).await.is_err());
         let block: Cidr = "fd12:3456::/32".parse().unwrap();
@@ -490,15 +350,10 @@ mod tests {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         });
-        let mut s = strict();
-        s.allow_insecure_http = true;
-        let sender = crate::delivery::sender::Sender::new(
-            std::time::Duration::from_secs(2),
-            1024,
-            DestinationPolicy::new(&s),
-            None,
-        )
-        .unwrap();
+        let s = DestinationPolicy::new(true, false, vec![]);
+        let sender =
+            crate::delivery::sender::Sender::new(std::time::Duration::from_secs(2), 1024, s, None)
+                .unwrap();
         for url in [
             format!("http://localhost:{port}/hook"),
             format!("http://127.0.0.1:{port}/hook"),
@@ -546,13 +401,7 @@ mod tests {
             check_url("not a url", &s).await.unwrap_err(),
             UrlError::Syntax(_)
         ));
-        let dev = SecuritySettings {
-            allow_insecure_http: true,
-            allow_private_networks: true,
-            allowed_networks: vec![],
-            secrets_key: String::new(),
-            previous_secrets_keys: vec![],
-        };
+        let dev = DestinationPolicy::new(true, true, vec![]);
         assert!(check_url("http://127.0.0.1:9/hook", &dev).await.is_ok());
     }
 }

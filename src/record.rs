@@ -17,6 +17,53 @@ pub const LAST_STATUS: &str = "rewardhooks-last-status";
 pub const DUE: &str = "rewardhooks-due";
 pub const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
 pub const DEAD_AT: &str = "rewardhooks-dead-at";
+pub const DEAD_REASON: &str = "rewardhooks-dead-reason";
+/// Times the delivery was parked in a tier without an attempt since its last
+/// attempt: each park goes one tier further.
+pub const PARKED: &str = "rewardhooks-parked";
+
+/// Why a delivery ended in the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// The retry schedule is used up.
+    Exhausted,
+    /// The endpoint answered 410 Gone (the subscription is disabled too).
+    Gone,
+    /// The subscription was disabled when the delivery came up.
+    SubscriptionDisabled,
+    /// The destination is refused by the address or scheme rules.
+    Refused,
+    /// Paused longer than `delivery.pause_hold`.
+    PausedTooLong,
+    /// The delivery can never be written where it should go.
+    Undeliverable,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Exhausted => "exhausted",
+            DeadReason::Gone => "gone",
+            DeadReason::SubscriptionDisabled => "subscription_disabled",
+            DeadReason::Refused => "refused",
+            DeadReason::PausedTooLong => "paused_too_long",
+            DeadReason::Undeliverable => "undeliverable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            DeadReason::Exhausted,
+            DeadReason::Gone,
+            DeadReason::SubscriptionDisabled,
+            DeadReason::Refused,
+            DeadReason::PausedTooLong,
+            DeadReason::Undeliverable,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeliveryHeaders {
@@ -34,6 +81,9 @@ pub struct DeliveryHeaders {
     /// Set on dead letters, whose key is not enough once replayed elsewhere.
     pub subscription_id: Option<String>,
     pub dead_at_ms: Option<i64>,
+    pub dead_reason: Option<DeadReason>,
+    /// Parked without an attempt this many times since the last attempt.
+    pub parked: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +122,12 @@ impl DeliveryHeaders {
         if let Some(v) = self.dead_at_ms {
             pairs.push((DEAD_AT, v.to_string()));
         }
+        if let Some(v) = self.dead_reason {
+            pairs.push((DEAD_REASON, v.as_str().to_string()));
+        }
+        if self.parked > 0 {
+            pairs.push((PARKED, self.parked.to_string()));
+        }
         crate::kafka::headers(
             [
                 (EVENT_ID, self.event_id.as_str()),
@@ -102,6 +158,8 @@ impl DeliveryHeaders {
             due_ms: num(DUE),
             subscription_id: get(SUBSCRIPTION_ID).map(str::to_string),
             dead_at_ms: num(DEAD_AT),
+            dead_reason: get(DEAD_REASON).and_then(DeadReason::parse),
+            parked: get(PARKED).and_then(|v| v.parse().ok()).unwrap_or(0),
         })
     }
 }
@@ -134,7 +192,9 @@ mod tests {
             last_status: Some(500),
             due_ms: Some(9999),
             subscription_id: Some("sub_1".into()),
-            dead_at_ms: None,
+            dead_at_ms: Some(5000),
+            dead_reason: Some(DeadReason::Gone),
+            parked: 2,
         };
         let back = DeliveryHeaders::from_kafka(Some(&h.to_kafka())).unwrap();
         assert_eq!(back, h);

@@ -10,9 +10,24 @@ use chrono::{DateTime, Utc};
 use rdkafka::message::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::AttemptRecord;
 use crate::config::KafkaSettings;
 use crate::kafka::follower::Follower;
+use serde::{Deserialize, Serialize};
+
+/// One attempt as written to the attempts topic and served by the API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct AttemptRecord {
+    pub subscription_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub attempt: u32,
+    pub status_code: Option<u16>,
+    pub success: bool,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    pub response_body: String,
+    pub at: chrono::DateTime<Utc>,
+}
 
 pub struct AttemptLog {
     per_subscription: RwLock<HashMap<String, VecDeque<AttemptRecord>>>,

@@ -1,0 +1,158 @@
+//! What every attempt needs, shared by all lanes (the HTTP client, the retry
+//! schedule, the instance's request cap), and the job a lane runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::sender::{AttemptResult, Outbound, Sender};
+use crate::attempts::AttemptRecord;
+use crate::context::Shared;
+use crate::kafka::consumer::RecordRef;
+use crate::kafka::OwnedRecord;
+use crate::metrics::METRICS;
+use crate::record::{DeadReason, DeliveryHeaders};
+use crate::retry::Schedule;
+use crate::subscriptions::live::LiveSubscription;
+use crate::subscriptions::Status;
+
+/// A delivery taken from Kafka, waiting in or running from a lane.
+pub(super) struct Job {
+    pub subscription_id: String,
+    pub headers: DeliveryHeaders,
+    pub body: Vec<u8>,
+    pub record: RecordRef,
+    /// When it entered its lane: a job waiting longer than
+    /// `delivery.lane_max_wait` is parked in a retry tier instead.
+    pub queued_at: Instant,
+    pub _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        METRICS.in_flight_deliveries.dec();
+    }
+}
+
+/// Why a job is parked instead of attempted now.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Park {
+    /// The circuit is open for this long still.
+    CircuitOpen(Duration),
+    /// The lane is full, or the job waited longer than `lane_max_wait`.
+    LaneBusy,
+}
+
+/// Everything an attempt needs, shared by all lanes.
+pub struct Deliverer {
+    pub(super) shared: Arc<Shared>,
+    sender: Sender,
+    pub(super) schedule: Schedule,
+    /// HTTP requests in flight on this instance, all subscriptions together.
+    requests: Semaphore,
+}
+
+impl Deliverer {
+    pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
+        let d = &shared.settings.delivery;
+        let policy = shared.settings.security.destination_policy();
+        let sender = Sender::new(d.timeout, d.max_response_bytes, policy, d.source_address)?;
+        let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
+        let requests = Semaphore::new(d.max_concurrent_requests);
+        Ok(Deliverer {
+            shared,
+            sender,
+            schedule,
+            requests,
+        })
+    }
+
+    /// Sends a signed request to a subscription's endpoint and records the
+    /// attempt in the attempts topic (the API's test webhooks).
+    pub async fn attempt(
+        &self,
+        live: &LiveSubscription,
+        headers: &DeliveryHeaders,
+        body: &[u8],
+    ) -> (AttemptResult, AttemptRecord) {
+        let (result, attempt) = self.send(live, headers, body).await;
+        self.log_attempt(&attempt).await;
+        (result, attempt)
+    }
+
+    /// The HTTP part of an attempt: sign, POST, classify.
+    pub(super) async fn send(
+        &self,
+        live: &LiveSubscription,
+        headers: &DeliveryHeaders,
+        body: &[u8],
+    ) -> (AttemptResult, AttemptRecord) {
+        let permit = self.requests.acquire().await;
+        let now = Utc::now();
+        let keys = live.signing_keys(now);
+        let result = self
+            .sender
+            .send(Outbound {
+                url: &live.sub.url,
+                event_id: &headers.event_id,
+                body,
+                keys: &keys,
+            })
+            .await;
+        drop(permit);
+        METRICS
+            .delivery_attempt_duration
+            .observe(result.duration.as_secs_f64());
+        let attempt = AttemptRecord {
+            subscription_id: live.sub.id.clone(),
+            event_id: headers.event_id.clone(),
+            event_type: headers.event_type.clone(),
+            attempt: headers.attempts + 1,
+            status_code: result.status,
+            success: result.success(),
+            duration_ms: result.duration.as_millis() as u64,
+            error: (!result.success()).then(|| result.describe()),
+            response_body: result.response_body.clone(),
+            at: now,
+        };
+        (result, attempt)
+    }
+
+    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) {
+        let record = OwnedRecord {
+            topic: self.shared.topics.attempts.clone(),
+            key: Some(attempt.subscription_id.as_bytes().to_vec()),
+            payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
+            headers: rdkafka::message::OwnedHeaders::new(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+    }
+
+    /// The subscription a job is for, or `None` when the job was settled
+    /// without an attempt: dead-lettered (disabled subscription, replayable
+    /// once re-enabled) or dropped and counted (deleted by its owner).
+    pub(super) fn live_for(self: &Arc<Self>, job: Job) -> Option<(Job, Arc<LiveSubscription>)> {
+        match self.shared.store.get(&job.subscription_id) {
+            Some(live) if live.sub.status != Status::Disabled => Some((job, live)),
+            Some(_) => {
+                let deliverer = self.clone();
+                tokio::spawn(async move {
+                    deliverer
+                        .dead_letter_unattempted(job, DeadReason::SubscriptionDisabled)
+                        .await
+                });
+                None
+            }
+            None => {
+                METRICS
+                    .deliveries_dropped
+                    .with_label_values(&["subscription_deleted"])
+                    .inc();
+                job.record.complete();
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A subscription's lane: its queue, circuit breaker, rate limit and
+//! concurrency cap, applied in that order. One lane per subscription with
+//! work on this instance; an idle lane ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::deliverer::{Deliverer, Job, Park};
+use super::flow::{Admit, Circuit, TokenBucket, Transition};
+use crate::metrics::METRICS;
+use crate::subscriptions::RateLimit;
+
+/// How long a lane waits for work before it ends.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Puts a job in its subscription's lane, starting the lane if needed.
+pub(super) fn dispatch(
+    lanes: &mut HashMap<String, mpsc::Sender<Job>>,
+    deliverer: &Arc<Deliverer>,
+    mut job: Job,
+) {
+    let capacity = deliverer.shared.settings.delivery.lane_capacity;
+    loop {
+        let lane = lanes.entry(job.subscription_id.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(capacity);
+            tokio::spawn(run_lane(deliverer.clone(), rx, job.subscription_id.clone()));
+            tx
+        });
+        match lane.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(j)) => {
+                // Neither memory nor the partition's other subscriptions wait
+                // behind a full lane: the delivery is parked in a tier.
+                let deliverer = deliverer.clone();
+                tokio::spawn(async move { deliverer.park(j, Park::LaneBusy).await });
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(j)) => job = j,
+        }
+        // The lane ended while idle; start a fresh one.
+        lanes.remove(&job.subscription_id);
+    }
+}
+
+async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscription_id: String) {
+    let settings = &deliverer.shared.settings.delivery;
+    let max_in_flight = settings.max_in_flight_per_subscription;
+    let lane_max_wait = settings.lane_max_wait;
+    let default_limit = (settings.rate_limit_per_second > 0).then_some(RateLimit {
+        per_second: settings.rate_limit_per_second,
+        burst: settings.rate_limit_burst,
+    });
+    let slots = Arc::new(Semaphore::new(max_in_flight));
+    let circuit = Arc::new(Mutex::new(Circuit::new(
+        settings.circuit_breaker_threshold,
+        settings.circuit_breaker_cooldown,
+        settings.disable_after,
+    )));
+    if let Some(live) = deliverer.shared.store.get(&subscription_id) {
+        let mut c = lock(&circuit);
+        c.restore(live.sub.circuit_open_until, live.sub.failing_since);
+        if c.is_open() {
+            METRICS.circuit_open.inc();
+        }
+    }
+    let mut bucket: Option<TokenBucket> = None;
+    loop {
+        let job = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_idle) => {
+                // Exit only when idle and nothing is running or queued, so a
+                // new lane never runs beside an old one.
+                let all = slots.clone().acquire_many_owned(max_in_flight as u32).await;
+                if !rx.is_empty() {
+                    continue;
+                }
+                // Close first: the dispatcher then starts a fresh lane. A job
+                // that slipped in between the check and the close is parked,
+                // never dropped (its offset would never be stored).
+                rx.close();
+                while let Ok(job) = rx.try_recv() {
+                    let deliverer = deliverer.clone();
+                    tokio::spawn(async move { deliverer.park(job, Park::LaneBusy).await });
+                }
+                drop(all);
+                break;
+            }
+        };
+        let Some((job, live)) = deliverer.live_for(job) else {
+            continue;
+        };
+        // A lane that drains keeps its jobs however long the burst; one that
+        // does not (slow or failing endpoint) parks what waited too long, so
+        // it holds neither memory nor Kafka offsets.
+        if job.queued_at.elapsed() > lane_max_wait {
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move { deliverer.park(job, Park::LaneBusy).await });
+            continue;
+        }
+        // Ask the breaker only once a slot is free: the attempts before this
+        // one have finished and told it how they went.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let now = Utc::now();
+        if lock(&circuit).admit(now) == Admit::Defer {
+            drop(slot);
+            let left = lock(&circuit)
+                .open_until
+                .and_then(|until| (until - now).to_std().ok())
+                .unwrap_or_default();
+            let deliverer = deliverer.clone();
+            tokio::spawn(async move { deliverer.park(job, Park::CircuitOpen(left)).await });
+            continue;
+        }
+        if let Some(limit) = live.sub.rate_limit.as_ref().or(default_limit.as_ref()) {
+            let bucket =
+                bucket.get_or_insert_with(|| TokenBucket::new(limit.clone(), Instant::now()));
+            bucket.set_limit(limit);
+            while let Err(wait) = bucket.take(Instant::now()) {
+                METRICS.rate_limited.inc();
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let deliverer = deliverer.clone();
+        let circuit = circuit.clone();
+        tokio::spawn(async move {
+            let (result, attempt) = deliverer.send(&live, &job.headers, &job.body).await;
+            // The breaker learns the outcome before the slot frees, so the
+            // next admission already knows; waiting for Kafka to take the
+            // attempt log and the retry does not hold the endpoint's slot.
+            let transition = lock(&circuit).record(result.success(), Utc::now());
+            drop(slot);
+            deliverer.settle(&live, job, result, attempt).await;
+            let id = &live.sub.id;
+            match transition {
+                Some(Transition::Opened) => {
+                    METRICS.circuit_open.inc();
+                    tracing::warn!(subscription_id = %id, "Circuit opened: deliveries wait for the cool-down.");
+                }
+                Some(Transition::Closed) => {
+                    METRICS.circuit_open.dec();
+                    tracing::info!(subscription_id = %id, "Circuit closed: the endpoint answers again.");
+                }
+                Some(Transition::Exhausted) => {
+                    let reason = format!(
+                        "failing continuously for {}",
+                        crate::config::format_duration(
+                            deliverer.shared.settings.delivery.disable_after
+                        )
+                    );
+                    deliverer.disable(&live, &reason).await;
+                    return;
+                }
+                None => return,
+            }
+            let (open_until, failing_since) = {
+                let c = lock(&circuit);
+                (c.open_until, c.failing_since)
+            };
+            deliverer.save_circuit(id, open_until, failing_since).await;
+        });
+    }
+    if lock(&circuit).is_open() {
+        METRICS.circuit_open.dec();
+    }
+}
+
+fn lock(circuit: &Mutex<Circuit>) -> std::sync::MutexGuard<'_, Circuit> {
+    circuit.lock().unwrap_or_else(|e| e.into_inner())
+}

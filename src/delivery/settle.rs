@@ -1,0 +1,249 @@
+//! Settling a delivery: after an attempt (delivered, retried, dead-lettered)
+//! or instead of one (parked in a tier, dead-lettered because the
+//! subscription is disabled). Each path marks the record done only once its
+//! outcome is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::deliverer::{Deliverer, Job, Park};
+use super::sender::{AttemptResult, Outcome};
+use crate::attempts::AttemptRecord;
+use crate::kafka::OwnedRecord;
+use crate::metrics::METRICS;
+use crate::record::{truncate, DeadReason, DeliveryHeaders};
+use crate::subscriptions::live::LiveSubscription;
+use crate::subscriptions::Status;
+
+impl Deliverer {
+    /// Settles an attempt: logs it, and delivered, retried or dead-lettered,
+    /// marks the record done once all of that is durable.
+    pub(super) async fn settle(
+        &self,
+        live: &LiveSubscription,
+        job: Job,
+        result: AttemptResult,
+        attempt: AttemptRecord,
+    ) {
+        if self.shared.settings.metrics.per_subscription_labels {
+            let outcome = if result.success() {
+                "success"
+            } else {
+                "failure"
+            };
+            METRICS
+                .deliveries_by_subscription
+                .with_label_values(&[live.sub.id.as_str(), outcome])
+                .inc();
+        }
+        let outcome = async {
+            match &result.outcome {
+                Outcome::Delivered => {
+                    METRICS
+                        .deliveries
+                        .with_label_values(&[&job.headers.event_type, "success"])
+                        .inc();
+                    let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
+                    METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
+                    tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+                }
+                Outcome::Gone => {
+                    self.disable(live, "endpoint answered 410 Gone").await;
+                    self.dead_letter(&live.sub.id, &job, DeadReason::Gone, Some(&result))
+                        .await;
+                }
+                Outcome::Refused { .. } => {
+                    self.dead_letter(&live.sub.id, &job, DeadReason::Refused, Some(&result))
+                        .await;
+                }
+                Outcome::Retry { retry_after } => {
+                    let attempts = job.headers.attempts + 1;
+                    match self.schedule.next_delay(attempts, *retry_after) {
+                        Some(delay) => self.schedule_retry(live, &job, &result, delay).await,
+                        None => {
+                            self.dead_letter(
+                                &live.sub.id,
+                                &job,
+                                DeadReason::Exhausted,
+                                Some(&result),
+                            )
+                            .await
+                        }
+                    }
+                }
+            }
+        };
+        tokio::join!(self.log_attempt(&attempt), outcome);
+        job.record.complete();
+    }
+
+    /// Headers after a failed attempt.
+    fn failed_headers(job: &Job, result: &AttemptResult, now_ms: i64) -> DeliveryHeaders {
+        DeliveryHeaders {
+            attempts: job.headers.attempts + 1,
+            first_attempt_ms: job.headers.first_attempt_ms.or(Some(now_ms)),
+            last_error: Some(result.describe()),
+            last_status: result.status,
+            parked: 0,
+            ..job.headers.clone()
+        }
+    }
+
+    async fn schedule_retry(
+        &self,
+        live: &LiveSubscription,
+        job: &Job,
+        result: &AttemptResult,
+        delay: Duration,
+    ) {
+        let now = Utc::now().timestamp_millis();
+        let headers = DeliveryHeaders {
+            due_ms: Some(now + delay.as_millis() as i64),
+            ..Self::failed_headers(job, result, now)
+        };
+        self.write_to_tier(&job.subscription_id, &job.body, &headers, delay)
+            .await;
+        let label = crate::config::format_duration(delay);
+        METRICS.retries_scheduled.with_label_values(&[&label]).inc();
+        METRICS
+            .deliveries
+            .with_label_values(&[&job.headers.event_type, "retry"])
+            .inc();
+        tracing::info!(
+            subscription_id = %live.sub.id,
+            event_id = %job.headers.event_id,
+            attempt = headers.attempts,
+            delay = %label,
+            error = %truncate(&result.describe(), 200),
+            "Delivery failed; retry scheduled."
+        );
+    }
+
+    async fn write_to_tier(
+        &self,
+        subscription_id: &str,
+        body: &[u8],
+        headers: &DeliveryHeaders,
+        delay: Duration,
+    ) {
+        let record = OwnedRecord {
+            topic: self.schedule.topic_for(delay).to_string(),
+            key: Some(subscription_id.as_bytes().to_vec()),
+            payload: Arc::new(body.to_vec()),
+            headers: headers.to_kafka(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+    }
+
+    /// Parks a job in a retry tier without spending an attempt. Waiting
+    /// costs writes only when time passes a tier: an open circuit parks for
+    /// the smallest tier covering the rest of its cool-down; a busy lane
+    /// parks one tier further each time the same delivery comes back to it.
+    pub(super) async fn park(&self, job: Job, why: Park) {
+        let delay = match why {
+            Park::CircuitOpen(left) => self.schedule.covering(left),
+            Park::LaneBusy => self.schedule.tier_at(job.headers.parked as usize),
+        };
+        let headers = DeliveryHeaders {
+            due_ms: Some(Utc::now().timestamp_millis() + delay.as_millis() as i64),
+            parked: job.headers.parked.saturating_add(1),
+            ..job.headers.clone()
+        };
+        self.write_to_tier(&job.subscription_id, &job.body, &headers, delay)
+            .await;
+        METRICS.deliveries_deferred.inc();
+        job.record.complete();
+    }
+
+    /// Dead-letters a job that is not attempted: its subscription is
+    /// disabled. Replayable once the owner re-enables it.
+    pub(super) async fn dead_letter_unattempted(&self, job: Job, reason: DeadReason) {
+        self.dead_letter(&job.subscription_id.clone(), &job, reason, None)
+            .await;
+        job.record.complete();
+    }
+
+    async fn dead_letter(
+        &self,
+        subscription_id: &str,
+        job: &Job,
+        reason: DeadReason,
+        last: Option<&AttemptResult>,
+    ) {
+        let now = Utc::now().timestamp_millis();
+        let base = match last {
+            Some(result) => Self::failed_headers(job, result, now),
+            None => job.headers.clone(),
+        };
+        let headers = DeliveryHeaders {
+            subscription_id: Some(subscription_id.to_string()),
+            dead_at_ms: Some(now),
+            dead_reason: Some(reason),
+            due_ms: None,
+            ..base
+        };
+        let record = OwnedRecord {
+            topic: self.shared.topics.dlq.clone(),
+            key: Some(subscription_id.as_bytes().to_vec()),
+            payload: Arc::new(job.body.clone()),
+            headers: headers.to_kafka(),
+        };
+        record.produce_durably(&self.shared.producer).await;
+        METRICS
+            .deliveries
+            .with_label_values(&[&job.headers.event_type, "dead_letter"])
+            .inc();
+        METRICS.dead_letters.inc();
+        tracing::warn!(
+            subscription_id,
+            event_id = %job.headers.event_id,
+            reason = reason.as_str(),
+            error = %truncate(headers.last_error.as_deref().unwrap_or(""), 200),
+            "Delivery dead-lettered."
+        );
+    }
+
+    /// Records circuit state in the subscription, so every instance (and
+    /// the API) sees it and a new owner of the partition starts from it.
+    pub(super) async fn save_circuit(
+        &self,
+        id: &str,
+        open_until: Option<chrono::DateTime<Utc>>,
+        failing_since: Option<chrono::DateTime<Utc>>,
+    ) {
+        let Some(live) = self.shared.store.get(id) else {
+            return;
+        };
+        let mut sub = live.sub.clone();
+        sub.circuit_open_until = open_until;
+        sub.failing_since = failing_since;
+        sub.updated_at = Utc::now();
+        if let Err(e) = self.shared.store.put(&sub).await {
+            tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.");
+        }
+    }
+
+    pub(super) async fn disable(&self, live: &LiveSubscription, reason: &str) {
+        // Start from the newest version: a circuit write may have come first.
+        let mut sub = self
+            .shared
+            .store
+            .get(&live.sub.id)
+            .map_or_else(|| live.sub.clone(), |l| l.sub.clone());
+        if sub.status == Status::Disabled {
+            return;
+        }
+        sub.status = Status::Disabled;
+        sub.disabled_reason = Some(reason.to_string());
+        sub.disabled_at = Some(Utc::now());
+        sub.updated_at = Utc::now();
+        match self.shared.store.put(&sub).await {
+            Ok(()) => tracing::warn!(subscription_id = %sub.id, %reason, "Subscription disabled."),
+            Err(e) => {
+                tracing::error!(subscription_id = %sub.id, error = %e, "Cannot disable subscription.")
+            }
+        }
+    }
+}
