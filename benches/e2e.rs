@@ -137,12 +137,24 @@ max_subscriptions_per_owner = 200000
                 "RUST_LOG",
                 std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start rewardhooks");
         let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        // The instance announces its listeners on stdout, one JSON line each.
+        let announce = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["listening"] == "api" {
+                        let _ = announce.send(format!("api {}", v["addr"].as_str().unwrap_or("")));
+                    }
+                }
+            }
+        });
         std::thread::spawn(move || {
             let mut assigned = 0;
             // BENCH_LOG=FILE keeps the instances' logs for a look afterwards.
@@ -159,9 +171,6 @@ max_subscriptions_per_owner = 200000
                     let _ = writeln!(f, "{line}");
                 }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v["message"] == "API listening." {
-                        let _ = tx.send(format!("api {}", v["addr"].as_str().unwrap_or("")));
-                    }
                     if v["message"] == "Partitions assigned." {
                         assigned += 1;
                         if assigned == 2 {

@@ -129,33 +129,50 @@ impl App {
             follower.await?;
             Ok(())
         });
-        let dlq_follower = dead_letters.follow(stop_services.clone()).await?;
-        services.spawn(async move {
-            dlq_follower.await?;
-            Ok(())
-        });
-        let attempts_follower = shared
-            .attempt_log
-            .follow(
-                &settings.kafka,
-                &shared.topics.attempts,
-                stop_services.clone(),
-            )
-            .await?;
-        services.spawn(async move {
-            attempts_follower.await?;
-            Ok(())
-        });
+        // The dead-letter and attempt views serve only the API.
+        if roles.contains(&Role::Api) {
+            let dlq_follower = dead_letters.follow(stop_services.clone()).await?;
+            services.spawn(async move {
+                dlq_follower.await?;
+                Ok(())
+            });
+            let attempts_follower = shared
+                .attempt_log
+                .follow(
+                    &settings.kafka,
+                    &shared.topics.attempts,
+                    stop_services.clone(),
+                )
+                .await?;
+            services.spawn(async move {
+                attempts_follower.await?;
+                Ok(())
+            });
+        }
         services.spawn(watch_kafka(shared.clone(), stop_services.clone()));
 
         let mut api_addr = None;
+        if !roles.contains(&Role::Api) {
+            // Probes and scraping for fan-out-only and deliver-only instances.
+            let listener = tokio::net::TcpListener::bind(settings.ops.listen)
+                .await
+                .with_context(|| format!("binding ops.listen {}", settings.ops.listen))?;
+            let addr = listener.local_addr()?;
+            announce("ops", addr);
+            services.spawn(crate::api::ops::serve(
+                listener,
+                shared.clone(),
+                stop_services.clone(),
+            ));
+        }
         if roles.contains(&Role::Api) {
-            let listener = tokio::net::TcpListener::bind(&settings.api.listen)
+            let listener = tokio::net::TcpListener::bind(settings.api.listen)
                 .await
                 .with_context(|| format!("binding api.listen {}", settings.api.listen))?;
             let addr = listener.local_addr()?;
             api_addr = Some(addr);
             tracing::info!(%addr, "API listening.");
+            announce("api", addr);
             let schedule =
                 crate::retry::Schedule::new(&settings.delivery.retry_schedule, &shared.topics);
             let groups = vec![
@@ -240,6 +257,16 @@ impl App {
         .await;
         tracing::info!("Stopped.");
     }
+}
+
+/// Tells whoever started the process where it listens, machine-readably:
+/// one JSON line per listener on stdout (logs go to stderr).
+fn announce(listener: &str, addr: SocketAddr) {
+    use std::io::Write;
+    let line = serde_json::json!({"listening": listener, "addr": addr.to_string()});
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// Keeps `kafka_reachable` current for `/readyz`.

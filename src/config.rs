@@ -36,8 +36,17 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub security: SecuritySettings,
     pub api: ApiSettings,
+    pub ops: OpsSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+}
+
+/// The operations listener of instances without the api role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsSettings {
+    #[serde(with = "parsed")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

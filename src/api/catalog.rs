@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::subscriptions::Page;
+use super::pagination::Page;
 use super::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]

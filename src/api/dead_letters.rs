@@ -7,7 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::subscriptions::{find, page_limit, Page};
+use super::pagination::{page_limit, Page};
+use super::subscriptions::find;
 use super::{ApiJson, ApiQuery, AppState};
 use crate::deadletter::DeadLetter;
 

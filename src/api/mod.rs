@@ -5,14 +5,15 @@ pub mod auth;
 pub mod catalog;
 pub mod dead_letters;
 pub mod error;
+pub mod ops;
+mod pagination;
 pub mod subscriptions;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,7 +24,6 @@ use utoipa::{Modify, OpenApi};
 
 use crate::context::Shared;
 use crate::delivery::Deliverer;
-use crate::metrics::METRICS;
 use auth::Auth;
 use error::ApiError;
 
@@ -116,18 +116,18 @@ impl Modify for BearerAuth {
         subscriptions::get,
         subscriptions::update,
         subscriptions::delete,
-        subscriptions::secret,
-        subscriptions::rotate_secret,
-        subscriptions::test,
-        subscriptions::attempts,
+        subscriptions::secret::secret,
+        subscriptions::secret::rotate_secret,
+        subscriptions::test::test,
+        subscriptions::attempts::attempts,
         dead_letters::list,
         dead_letters::replay,
         catalog::list,
         catalog::egress_ips,
-        openapi,
-        metrics,
-        healthz,
-        readyz,
+        ops::openapi,
+        ops::metrics,
+        ops::healthz,
+        ops::readyz,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -146,24 +146,26 @@ pub fn router(state: AppState) -> Router {
                 .patch(subscriptions::update)
                 .delete(subscriptions::delete),
         )
-        .route("/v1/subscriptions/{id}/secret", get(subscriptions::secret))
+        .route(
+            "/v1/subscriptions/{id}/secret",
+            get(subscriptions::secret::secret),
+        )
         .route(
             "/v1/subscriptions/{id}/secret/rotate",
-            post(subscriptions::rotate_secret),
+            post(subscriptions::secret::rotate_secret),
         )
-        .route("/v1/subscriptions/{id}/test", post(subscriptions::test))
+        .route(
+            "/v1/subscriptions/{id}/test",
+            post(subscriptions::test::test),
+        )
         .route(
             "/v1/subscriptions/{id}/attempts",
-            get(subscriptions::attempts),
+            get(subscriptions::attempts::attempts),
         )
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/event-types", get(catalog::list))
         .route("/v1/egress-ips", get(catalog::egress_ips))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -174,49 +176,8 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_timeout))
-        .with_state(state)
-}
-
-/// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
-    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-async fn metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        METRICS.render(),
-    )
-}
-
-/// Alive: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "Alive", content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Ready: Kafka answers and the subscription view has caught up.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
-    responses(
-        (status = 200, description = "Ready", content_type = "application/json"),
-        (status = 503, description = "Not ready; the body says what is missing", content_type = "application/json"),
-    ))]
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let loaded = state.shared.store.is_ready();
-    let kafka = state.shared.kafka_reachable.load(Ordering::Relaxed);
-    let body = serde_json::json!({"subscriptions_loaded": loaded, "kafka_reachable": kafka});
-    let status = if loaded && kafka {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
+        .with_state(state.clone())
+        .merge(ops::router(state.shared))
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.

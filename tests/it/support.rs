@@ -135,8 +135,11 @@ bob = "bob-token"
 /// A rewardhooks process started from the built binary.
 pub struct Instance {
     child: Child,
+    /// Base URL of the API (or, without the api role, of the ops listener).
     pub api: String,
     pub logs: Arc<Mutex<Vec<String>>>,
+    /// Lines the process printed on stdout: its listener announcements.
+    announced: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
 }
 
@@ -145,7 +148,8 @@ impl Instance {
         Self::start_roles(deployment, "fanout,deliver,api").await
     }
 
-    /// Starts with only some roles (`--roles`); `api` must be one of them.
+    /// Starts with only some roles (`--roles`). Without `api`, `self.api`
+    /// is the ops listener (health, readiness, metrics).
     pub async fn start_roles(deployment: &Deployment, roles: &str) -> Instance {
         let config = tempfile::NamedTempFile::new().expect("temp config");
         std::fs::write(config.path(), deployment.config()).expect("write config");
@@ -157,7 +161,8 @@ impl Instance {
             .arg(config.path())
             .env("RUST_LOG", "info")
             .env_remove("REWARDHOOKS_CONFIG")
-            .stdout(Stdio::null())
+            .env("REWARDHOOKS__OPS__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start rewardhooks");
@@ -169,15 +174,24 @@ impl Instance {
                 sink.lock().unwrap().push(line);
             }
         });
+        let announced = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = announced.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let mut instance = Instance {
             child,
             api: String::new(),
             logs,
+            announced,
             _config: config,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr: SocketAddr = loop {
-            if let Some(addr) = instance.logged_api_addr() {
+            if let Some(addr) = instance.announced_addr() {
                 break addr;
             }
             if let Ok(Some(status)) = instance.child.try_wait() {
@@ -209,11 +223,17 @@ impl Instance {
         instance
     }
 
-    fn logged_api_addr(&self) -> Option<SocketAddr> {
-        self.logs.lock().unwrap().iter().find_map(|line| {
-            let v: Value = serde_json::from_str(line).ok()?;
-            (v["message"] == "API listening.").then(|| v["addr"].as_str()?.parse().ok())?
-        })
+    /// The API's address as the process announced it on stdout, or the ops
+    /// listener's when it runs without the api role.
+    fn announced_addr(&self) -> Option<SocketAddr> {
+        let lines = self.announced.lock().unwrap();
+        let find = |which: &str| {
+            lines.iter().find_map(|line| {
+                let v: Value = serde_json::from_str(line).ok()?;
+                (v["listening"] == which).then(|| v["addr"].as_str()?.parse().ok())?
+            })
+        };
+        find("api").or_else(|| find("ops"))
     }
 
     /// Waits until both consumer groups have partitions, so records

@@ -11,11 +11,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::pagination::{page_limit, Page};
 use super::{ApiJson, ApiQuery, AppState};
-use crate::attempts::AttemptRecord;
 use crate::events::filter::Filter;
-use crate::record::DeliveryHeaders;
-use crate::subscriptions::{new_id, RateLimit, Secret, Status, Subscription};
+use crate::subscriptions::{RateLimit, Status, Subscription};
+
+pub mod attempts;
+pub mod secret;
+pub mod test;
 
 const MAX_EVENT_TYPES: usize = 64;
 const MAX_DESCRIPTION: usize = 1024;
@@ -130,22 +133,6 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-/// A list call's `limit`: 1 to 250, default 50.
-pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=250).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::bad_request("limit must be between 1 and 250"))
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Page<T: ToSchema> {
-    pub data: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
 async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     crate::net::check_url(url, &state.shared.settings.security.destination_policy())
         .await
@@ -219,7 +206,11 @@ fn check_fields(
 }
 
 /// The subscription, if the caller may see it; another owner's is 404.
-pub(super) fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Subscription, ApiError> {
+pub(in crate::api) fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Subscription, ApiError> {
     state
         .shared
         .store
@@ -431,145 +422,4 @@ pub async fn delete(
         .map_err(|e| ApiError::unavailable(&e))?;
     tracing::info!(subscription_id = %sub.id, "Subscription deleted.");
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SecretView {
-    secret: String,
-}
-
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id")),
-    responses(
-        (status = 200, body = SecretView),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-    ))]
-pub async fn secret(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<SecretView>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
-    Ok(Json(SecretView {
-        secret: sub.secret.expose().to_string(),
-    }))
-}
-
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id")),
-    responses(
-        (status = 200, description = "The new secret; the old one keeps signing for delivery.rotation_grace", body = SecretView),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 503, body = ErrorBody),
-    ))]
-pub async fn rotate_secret(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<SecretView>, ApiError> {
-    let mut sub = find(&state, &caller, &id)?;
-    let now = Utc::now();
-    let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
-        .unwrap_or_else(|_| chrono::Duration::days(1));
-    sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
-    sub.previous_secret_expires_at = Some(now + grace);
-    sub.updated_at = now;
-    state
-        .shared
-        .store
-        .put(&sub)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
-    tracing::info!(subscription_id = %sub.id, "Secret rotated.");
-    Ok(Json(SecretView {
-        secret: sub.secret.expose().to_string(),
-    }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TestRequest {
-    /// A catalog type; its example is sent with id `evt_test_…`.
-    event_type: String,
-}
-
-#[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id")),
-    request_body = TestRequest,
-    responses(
-        (status = 200, description = "The attempt, whatever the endpoint answered", body = AttemptRecord),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 422, description = "Unknown event type", body = ErrorBody),
-    ))]
-pub async fn test(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<TestRequest>,
-) -> Result<Json<AttemptRecord>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
-    let Some(kind) = state.shared.catalog.get(&body.event_type) else {
-        return Err(ApiError::invalid(
-            "invalid_event_types",
-            format!("event type {:?} is not in the catalog", body.event_type),
-        ));
-    };
-    let event = kind.example_event(format!("evt_test_{}", &new_id()[4..]));
-    let live = state
-        .shared
-        .store
-        .get(&sub.id)
-        .ok_or_else(|| ApiError::not_found("subscription"))?;
-    let headers = DeliveryHeaders::fresh(&event);
-    let (_, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
-    Ok(Json(attempt))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AttemptsQuery {
-    /// 1 to 250, default 50.
-    limit: Option<usize>,
-    /// Only attempts before this time (RFC 3339); `next_cursor` of the previous page.
-    before: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/subscriptions/{id}/attempts", tag = "subscriptions",
-    params(("id" = String, Path, description = "Subscription id"), AttemptsQuery),
-    responses(
-        (status = 200, description = "Newest first", body = Page<AttemptRecord>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-    ))]
-pub async fn attempts(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<AttemptsQuery>,
-) -> Result<Json<Page<AttemptRecord>>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
-    let limit = page_limit(q.limit)?;
-    let before = q
-        .before
-        .map(|b| {
-            chrono::DateTime::parse_from_rfc3339(&b)
-                .map(|t| t.to_utc())
-                .map_err(|_| ApiError::bad_request("before must be an RFC 3339 time"))
-        })
-        .transpose()?;
-    let data = state.shared.attempt_log.recent(&sub.id, before, limit + 1);
-    let more = data.len() > limit;
-    let data: Vec<AttemptRecord> = data.into_iter().take(limit).collect();
-    let next_cursor = more
-        .then(|| {
-            data.last()
-                .map(|a| a.at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-        })
-        .flatten();
-    Ok(Json(Page { data, next_cursor }))
 }

@@ -1,0 +1,83 @@
+//! Operations endpoints: health, readiness, metrics and the OpenAPI
+//! document. Served by the API role on its port, and by every other role on
+//! `ops.listen`, so a fan-out-only or deliver-only instance is probed and
+//! scraped too.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+use super::ApiDoc;
+use crate::context::Shared;
+use crate::metrics::METRICS;
+
+/// The operations routes alone.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+/// Serves only the operations routes (roles without the API) until `cancel`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub(super) async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub(super) async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        METRICS.render(),
+    )
+}
+
+/// Alive: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", content_type = "text/plain")))]
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: Kafka answers and the subscription view has caught up.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready", content_type = "application/json"),
+        (status = 503, description = "Not ready; the body says what is missing", content_type = "application/json"),
+    ))]
+pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let loaded = shared.store.is_ready();
+    let kafka = shared.kafka_reachable.load(Ordering::Relaxed);
+    let body = serde_json::json!({"subscriptions_loaded": loaded, "kafka_reachable": kafka});
+    let status = if loaded && kafka {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

@@ -1,0 +1,68 @@
+//! A subscription's signing secret: read it, rotate it with a grace period.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::find;
+use crate::api::auth::Caller;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::AppState;
+use crate::subscriptions::Secret;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretView {
+    secret: String,
+}
+
+#[utoipa::path(get, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, body = SecretView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ))]
+pub async fn secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SecretView>, ApiError> {
+    let sub = find(&state, &caller, &id)?;
+    Ok(Json(SecretView {
+        secret: sub.secret.expose().to_string(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret/rotate", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    responses(
+        (status = 200, description = "The new secret; the old one keeps signing for delivery.rotation_grace", body = SecretView),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SecretView>, ApiError> {
+    let mut sub = find(&state, &caller, &id)?;
+    let now = Utc::now();
+    let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
+        .unwrap_or_else(|_| chrono::Duration::days(1));
+    sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
+    sub.previous_secret_expires_at = Some(now + grace);
+    sub.updated_at = now;
+    state
+        .shared
+        .store
+        .put(&sub)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    tracing::info!(subscription_id = %sub.id, "Secret rotated.");
+    Ok(Json(SecretView {
+        secret: sub.secret.expose().to_string(),
+    }))
+}
