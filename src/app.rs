@@ -118,6 +118,7 @@ impl App {
             attempt_log: AttemptLog::new(settings.api.attempts_per_subscription),
             producer,
             kafka_reachable: AtomicBool::new(true),
+            stuck: Default::default(),
         });
         let stop_stages = CancellationToken::new();
         let stop_services = CancellationToken::new();

@@ -1,8 +1,9 @@
 //! What every stage shares: settings, topic names, the catalog, the views
 //! of the subscriptions, dead letters and attempts, and one producer.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::producer::FutureProducer;
 
@@ -11,6 +12,7 @@ use crate::config::Settings;
 use crate::deadletter::DeadLetters;
 use crate::events::Catalog;
 use crate::kafka::Topics;
+use crate::metrics::METRICS;
 use crate::subscriptions::SubscriptionStore;
 
 /// What every stage shares.
@@ -23,4 +25,33 @@ pub struct Shared {
     pub attempt_log: Arc<AttemptLog>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
+    /// Partitions that cannot advance, with why (for `/readyz`).
+    pub stuck: Mutex<BTreeMap<(String, i32), String>>,
+}
+
+impl Shared {
+    /// Marks a partition stuck: a record it caused can be written nowhere.
+    pub fn mark_stuck(&self, topic: &str, partition: i32, why: String) {
+        tracing::error!(topic, partition, reason = %why, "Partition stuck: it stops advancing until this is resolved; nothing is lost.");
+        METRICS
+            .partition_stuck
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(1);
+        self.stuck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((topic.to_string(), partition), why);
+    }
+
+    /// The stuck partitions, as `/readyz` shows them.
+    pub fn stuck_partitions(&self) -> Vec<serde_json::Value> {
+        self.stuck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((topic, partition), why)| {
+                serde_json::json!({"topic": topic, "partition": partition, "reason": why})
+            })
+            .collect()
+    }
 }

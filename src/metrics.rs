@@ -1,5 +1,7 @@
 //! Every Prometheus metric rewardhooks exports, in one place. Names are part of
-//! the contract (DESIGN.md); no label carries a URL, customer or subscription id.
+//! the contract (docs/architecture.md, docs/metrics.md). No label carries a URL
+//! or customer id; only the opt-in `deliveries_by_subscription_total`
+//! (`metrics.per_subscription_labels`) carries a subscription id.
 
 use std::sync::LazyLock;
 
@@ -26,6 +28,7 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub circuit_open: IntGauge,
     pub build_info: IntGaugeVec,
+    pub partition_stuck: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -202,6 +205,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let partition_stuck = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "partition_stuck",
+                    "1 while a consumed partition cannot advance: a record it caused can be written nowhere, not even to the dead-letter or invalid topic (nothing is lost; /readyz says why).",
+                )
+                .namespace("rewardhooks"),
+                &["topic", "partition"],
+            )
+            .unwrap_or_else(|e| panic!("metric partition_stuck is malformed: {e}")),
+        );
         Metrics {
             registry,
             events_consumed,
@@ -220,6 +235,7 @@ impl Metrics {
             rate_limited,
             circuit_open,
             build_info,
+            partition_stuck,
         }
     }
 

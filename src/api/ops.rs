@@ -73,7 +73,14 @@ pub(super) async fn healthz() -> &'static str {
 pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let loaded = shared.store.is_ready();
     let kafka = shared.kafka_reachable.load(Ordering::Relaxed);
-    let body = serde_json::json!({"subscriptions_loaded": loaded, "kafka_reachable": kafka});
+    let stuck = shared.stuck_partitions();
+    let body = serde_json::json!({
+        "subscriptions_loaded": loaded,
+        "kafka_reachable": kafka,
+        "stuck_partitions": stuck,
+    });
+    // A stuck partition is reported (and alerted on) but does not take the
+    // instance out of service: its API and other partitions still work.
     let status = if loaded && kafka {
         StatusCode::OK
     } else {

@@ -216,7 +216,8 @@ impl DeadLetters {
                 headers: fresh.to_kafka(),
             }
             .produce_durably(&self.producer)
-            .await;
+            .await
+            .map_err(DeadLetterError::Write)?;
             let marker_headers = crate::kafka::headers([(REPLAYED_HEADER, letter.id.as_str())]);
             let marker = FutureRecord::<[u8], [u8]>::to(&self.topic)
                 .key(letter.subscription_id.as_bytes())

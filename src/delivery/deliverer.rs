@@ -127,7 +127,9 @@ impl Deliverer {
             payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
-        record.produce_durably(&self.shared.producer).await;
+        if let Err(e) = record.produce_durably(&self.shared.producer).await {
+            tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
+        }
     }
 
     /// The subscription a job is for, or `None` when the job was settled

@@ -16,6 +16,7 @@ use crate::metrics::METRICS;
 use crate::record::{truncate, DeadReason, DeliveryHeaders};
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::Status;
+use rdkafka::error::KafkaError;
 
 impl Deliverer {
     /// Settles an attempt: logs it, and delivered, retried or dead-lettered,
@@ -39,6 +40,7 @@ impl Deliverer {
                 .inc();
         }
         let outcome = async {
+            let mut durable = true;
             match &result.outcome {
                 Outcome::Delivered => {
                     METRICS
@@ -51,16 +53,18 @@ impl Deliverer {
                 }
                 Outcome::Gone => {
                     self.disable(live, "endpoint answered 410 Gone").await;
-                    self.dead_letter(&live.sub.id, &job, DeadReason::Gone, Some(&result))
+                    durable = self
+                        .dead_letter(&live.sub.id, &job, DeadReason::Gone, Some(&result))
                         .await;
                 }
                 Outcome::Refused { .. } => {
-                    self.dead_letter(&live.sub.id, &job, DeadReason::Refused, Some(&result))
+                    durable = self
+                        .dead_letter(&live.sub.id, &job, DeadReason::Refused, Some(&result))
                         .await;
                 }
                 Outcome::Retry { retry_after } => {
                     let attempts = job.headers.attempts + 1;
-                    match self.schedule.next_delay(attempts, *retry_after) {
+                    durable = match self.schedule.next_delay(attempts, *retry_after) {
                         Some(delay) => self.schedule_retry(live, &job, &result, delay).await,
                         None => {
                             self.dead_letter(
@@ -74,9 +78,12 @@ impl Deliverer {
                     }
                 }
             }
+            durable
         };
-        tokio::join!(self.log_attempt(&attempt), outcome);
-        job.record.complete();
+        let ((), durable) = tokio::join!(self.log_attempt(&attempt), outcome);
+        if durable {
+            job.record.complete();
+        }
     }
 
     /// Headers after a failed attempt.
@@ -97,14 +104,21 @@ impl Deliverer {
         job: &Job,
         result: &AttemptResult,
         delay: Duration,
-    ) {
+    ) -> bool {
         let now = Utc::now().timestamp_millis();
         let headers = DeliveryHeaders {
             due_ms: Some(now + delay.as_millis() as i64),
             ..Self::failed_headers(job, result, now)
         };
-        self.write_to_tier(&job.subscription_id, &job.body, &headers, delay)
-            .await;
+        if self
+            .write_to_tier(&job.subscription_id, &job.body, &headers, delay)
+            .await
+            .is_err()
+        {
+            return self
+                .dead_letter(&live.sub.id, job, DeadReason::Undeliverable, Some(result))
+                .await;
+        }
         let label = crate::config::format_duration(delay);
         METRICS.retries_scheduled.with_label_values(&[&label]).inc();
         METRICS
@@ -119,6 +133,7 @@ impl Deliverer {
             error = %truncate(&result.describe(), 200),
             "Delivery failed; retry scheduled."
         );
+        true
     }
 
     async fn write_to_tier(
@@ -127,14 +142,14 @@ impl Deliverer {
         body: &[u8],
         headers: &DeliveryHeaders,
         delay: Duration,
-    ) {
+    ) -> Result<(), KafkaError> {
         let record = OwnedRecord {
             topic: self.schedule.topic_for(delay).to_string(),
             key: Some(subscription_id.as_bytes().to_vec()),
             payload: Arc::new(body.to_vec()),
             headers: headers.to_kafka(),
         };
-        record.produce_durably(&self.shared.producer).await;
+        record.produce_durably(&self.shared.producer).await
     }
 
     /// Parks a job in a retry tier without spending an attempt. Waiting
@@ -151,8 +166,15 @@ impl Deliverer {
             parked: job.headers.parked.saturating_add(1),
             ..job.headers.clone()
         };
-        self.write_to_tier(&job.subscription_id, &job.body, &headers, delay)
-            .await;
+        if self
+            .write_to_tier(&job.subscription_id, &job.body, &headers, delay)
+            .await
+            .is_err()
+        {
+            self.dead_letter_unattempted(job, DeadReason::Undeliverable)
+                .await;
+            return;
+        }
         METRICS.deliveries_deferred.inc();
         job.record.complete();
     }
@@ -160,9 +182,12 @@ impl Deliverer {
     /// Dead-letters a job that is not attempted: its subscription is
     /// disabled. Replayable once the owner re-enables it.
     pub(super) async fn dead_letter_unattempted(&self, job: Job, reason: DeadReason) {
-        self.dead_letter(&job.subscription_id.clone(), &job, reason, None)
-            .await;
-        job.record.complete();
+        if self
+            .dead_letter(&job.subscription_id.clone(), &job, reason, None)
+            .await
+        {
+            job.record.complete();
+        }
     }
 
     async fn dead_letter(
@@ -171,7 +196,7 @@ impl Deliverer {
         job: &Job,
         reason: DeadReason,
         last: Option<&AttemptResult>,
-    ) {
+    ) -> bool {
         let now = Utc::now().timestamp_millis();
         let base = match last {
             Some(result) => Self::failed_headers(job, result, now),
@@ -190,7 +215,15 @@ impl Deliverer {
             payload: Arc::new(job.body.clone()),
             headers: headers.to_kafka(),
         };
-        record.produce_durably(&self.shared.producer).await;
+        if let Err(e) = record.produce_durably(&self.shared.producer).await {
+            // Not even the DLQ takes it: the partition stops here.
+            self.shared.mark_stuck(
+                &job.record.topic,
+                job.record.partition,
+                format!("cannot dead-letter event {}: {e}", job.headers.event_id),
+            );
+            return false;
+        }
         METRICS
             .deliveries
             .with_label_values(&[&job.headers.event_type, "dead_letter"])
@@ -203,6 +236,7 @@ impl Deliverer {
             error = %truncate(headers.last_error.as_deref().unwrap_or(""), 200),
             "Delivery dead-lettered."
         );
+        true
     }
 
     /// Records circuit state in the subscription, so every instance (and

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use tokio::sync::OwnedSemaphorePermit;
@@ -14,9 +15,9 @@ use crate::context::Shared;
 use crate::events::{decode, Invalid};
 use crate::kafka::consumer::TrackedConsumer;
 use crate::kafka::stage::{self, Stage};
-use crate::kafka::OwnedRecord;
+use crate::kafka::{is_permanent, OwnedRecord};
 use crate::metrics::METRICS;
-use crate::record::DeliveryHeaders;
+use crate::record::{DeadReason, DeliveryHeaders};
 
 pub const ERROR_HEADER: &str = "rewardhooks-error";
 
@@ -37,10 +38,11 @@ impl Stage for Fanout {
     ) {
         let record = consumer.begin(&msg);
         let acks = fan_out(&self.shared, &msg).await;
-        let producer = self.shared.producer.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
-            acks.wait(&producer).await;
-            record.complete();
+            if acks.wait(&shared).await {
+                record.complete();
+            }
             drop(permit);
         });
     }
@@ -69,21 +71,73 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     Ok(())
 }
 
+/// One record fan-out produced, and where it goes if it can never be
+/// written (too large, invalid): a reference in the dead-letter or invalid
+/// topic, so the input partition moves on with the record accounted for.
+struct Output {
+    record: OwnedRecord,
+    ack: Result<DeliveryFuture, KafkaError>,
+    fallback: Option<OwnedRecord>,
+}
+
 /// Records produced for one input record, awaiting their acknowledgements.
 struct PendingAcks {
-    sends: Vec<(OwnedRecord, DeliveryFuture)>,
+    source: (String, i32),
+    sends: Vec<Output>,
 }
 
 impl PendingAcks {
-    /// Waits until every record is acknowledged, producing again on failure:
-    /// an input offset may only move on once its outputs are durable.
-    async fn wait(self, producer: &FutureProducer) {
-        for (record, ack) in self.sends {
-            if !matches!(ack.await, Ok(Ok(_))) {
-                record.produce_durably(producer).await;
+    /// Waits until every record is acknowledged, producing again on a
+    /// transient failure: an input offset may only move on once its outputs
+    /// are durable. Returns false, with the partition marked stuck, when an
+    /// output and its fallback can both never be written: the input record
+    /// then stays unfinished, so nothing is lost.
+    async fn wait(self, shared: &Shared) -> bool {
+        let producer = &shared.producer;
+        for out in self.sends {
+            let written = match out.ack {
+                Ok(ack) => match ack.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) if is_permanent(&e) => Err(e),
+                    _ => out.record.produce_durably(producer).await,
+                },
+                Err(e) => Err(e),
+            };
+            let Err(error) = written else { continue };
+            tracing::warn!(topic = %out.record.topic, size = out.record.size(), %error, "A record can never be written; writing its reference instead.");
+            let fallback = match &out.fallback {
+                Some(fallback) => fallback.produce_durably(producer).await,
+                None => Err(error),
+            };
+            if let Err(e) = fallback {
+                let (topic, partition) = &self.source;
+                shared.mark_stuck(
+                    topic,
+                    *partition,
+                    format!(
+                        "cannot write a record to {} nor its reference: {e}",
+                        out.record.topic
+                    ),
+                );
+                return false;
             }
         }
+        true
     }
+}
+
+/// What is kept of a record too large to copy: where it is, how big, its
+/// first KiB.
+fn reference(msg: &BorrowedMessage<'_>, reason: &str) -> Vec<u8> {
+    let payload = msg.payload().unwrap_or_default();
+    let head = String::from_utf8_lossy(&payload[..payload.len().min(1024)]).into_owned();
+    serde_json::to_vec(&serde_json::json!({
+        "reason": reason,
+        "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        "size": payload.len(),
+        "head": head,
+    }))
+    .unwrap_or_default()
 }
 
 /// Decodes and routes one input record, enqueueing its outputs in order.
@@ -100,7 +154,10 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
         msg.headers(),
         msg.timestamp().to_millis(),
     );
-    let mut acks = PendingAcks { sends: Vec::new() };
+    let mut acks = PendingAcks {
+        source: (msg.topic().to_string(), msg.partition()),
+        sends: Vec::new(),
+    };
     match decoded {
         Ok(mut event) => {
             // The body moves into the shared payload: serialized once, copied never.
@@ -114,7 +171,20 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
                     payload: body.clone(),
                     headers: headers.clone(),
                 };
-                enqueue(&shared.producer, record, &mut acks).await;
+                let dead = DeliveryHeaders {
+                    subscription_id: Some(live.sub.id.clone()),
+                    dead_at_ms: Some(chrono::Utc::now().timestamp_millis()),
+                    dead_reason: Some(DeadReason::Undeliverable),
+                    last_error: Some("the delivery record can never be written".into()),
+                    ..DeliveryHeaders::fresh(&event)
+                };
+                let fallback = OwnedRecord {
+                    topic: shared.topics.dlq.clone(),
+                    key: Some(live.sub.id.as_bytes().to_vec()),
+                    payload: Arc::new(reference(msg, DeadReason::Undeliverable.as_str())),
+                    headers: dead.to_kafka(),
+                };
+                enqueue(&shared.producer, record, Some(fallback), &mut acks).await;
             }
             tracing::debug!(event_id = %event.id, event_type = %event.event_type, "Event fanned out.");
         }
@@ -132,7 +202,11 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
                 error = %invalid.message,
                 "Invalid event sent to the invalid topic."
             );
-            enqueue(&shared.producer, record, &mut acks).await;
+            let fallback = OwnedRecord {
+                payload: Arc::new(reference(msg, invalid.reason.as_str())),
+                ..record.clone_headers()
+            };
+            enqueue(&shared.producer, record, Some(fallback), &mut acks).await;
         }
     }
     acks
@@ -162,17 +236,35 @@ fn invalid_record(shared: &Shared, msg: &BorrowedMessage<'_>, invalid: &Invalid)
             value: Some(value),
         });
     }
+    // A record over events.max_bytes is kept as a reference (where it is,
+    // its size, its first KiB): a copy could exceed what the producer or
+    // the broker take, and would wedge the partition.
+    let payload = msg.payload().unwrap_or_default();
+    let payload = if payload.len() > shared.settings.events.max_bytes {
+        reference(msg, invalid.reason.as_str())
+    } else {
+        payload.to_vec()
+    };
     OwnedRecord {
         topic: shared.topics.invalid.clone(),
         key: msg.key().map(<[u8]>::to_vec),
-        payload: Arc::new(msg.payload().unwrap_or_default().to_vec()),
+        payload: Arc::new(payload),
         headers,
     }
 }
 
 /// Hands a record to the producer now (keeping input order), waiting while
 /// its queue is full.
-async fn enqueue(producer: &FutureProducer, record: OwnedRecord, acks: &mut PendingAcks) {
+async fn enqueue(
+    producer: &FutureProducer,
+    record: OwnedRecord,
+    fallback: Option<OwnedRecord>,
+    acks: &mut PendingAcks,
+) {
     let ack = record.enqueue(producer).await;
-    acks.sends.push((record, ack));
+    acks.sends.push(Output {
+        record,
+        ack,
+        fallback,
+    });
 }

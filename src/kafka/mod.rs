@@ -258,15 +258,18 @@ impl OwnedRecord {
         r
     }
 
-    /// Hands the record to the producer now, waiting while its queue is full;
-    /// the future resolves with the broker's acknowledgement.
-    pub async fn enqueue(&self, producer: &FutureProducer) -> DeliveryFuture {
+    /// Hands the record to the producer now, waiting while its queue is full
+    /// and retrying transient errors in place; the future resolves with the
+    /// broker's acknowledgement. A permanent error (the record can never be
+    /// written, e.g. too large) comes back at once.
+    pub async fn enqueue(&self, producer: &FutureProducer) -> Result<DeliveryFuture, KafkaError> {
         loop {
             match producer.send_result(self.borrowed()) {
-                Ok(ack) => return ack,
+                Ok(ack) => return Ok(ack),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
+                Err((e, _)) if is_permanent(&e) => return Err(e),
                 Err((e, _)) => {
                     tracing::warn!(topic = %self.topic, error = %e, "Cannot enqueue record; retrying.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -275,12 +278,14 @@ impl OwnedRecord {
         }
     }
 
-    /// Produces until the broker acknowledges, backing off between tries.
-    pub async fn produce_durably(&self, producer: &FutureProducer) {
+    /// Produces until the broker acknowledges, backing off between transient
+    /// failures; a permanent one comes back.
+    pub async fn produce_durably(&self, producer: &FutureProducer) -> Result<(), KafkaError> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match producer.send(self.borrowed(), Timeout::Never).await {
-                Ok(_) => return,
+                Ok(_) => return Ok(()),
+                Err((e, _)) if is_permanent(&e) => return Err(e),
                 Err((e, _)) => {
                     tracing::warn!(topic = %self.topic, error = %e, "Produce failed; retrying.");
                     tokio::time::sleep(backoff).await;
@@ -289,4 +294,38 @@ impl OwnedRecord {
             }
         }
     }
+
+    /// The same destination, key and headers (for a replacement payload).
+    pub fn clone_headers(&self) -> OwnedRecord {
+        OwnedRecord {
+            topic: self.topic.clone(),
+            key: self.key.clone(),
+            payload: Arc::new(Vec::new()),
+            headers: self.headers.clone(),
+        }
+    }
+
+    /// The record's size as the producer counts it, roughly: key, value and
+    /// headers.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// Whether a produce error means the record can never be written as it is
+/// (retrying would wedge the partition), as opposed to a transient one
+/// (broker down, leader moving, timeouts), which is retried in place.
+pub fn is_permanent(e: &KafkaError) -> bool {
+    let code = match e {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTopic
+    )
 }
