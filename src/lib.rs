@@ -15,6 +15,7 @@ pub mod events;
 pub mod fanout;
 pub mod kafka;
 pub mod metrics;
+pub mod reference;
 pub mod retry;
 pub mod security;
 pub mod subscriptions;
