@@ -82,9 +82,13 @@ fmt:
 openapi:
 	$(CARGO) run --quiet -- openapi > src/api/openapi.json
 
-## Regenerate docs/events.md (the payload reference) from config/events/.
+## Regenerate the generated reference pages: docs/events.md (payloads, from
+## config/events/), docs/metrics.md (the metrics registry) and
+## docs/configuration-reference.md (config/default.toml).
 docs:
 	$(CARGO) run --quiet -- docs-events > docs/events.md
+	$(CARGO) run --quiet -- docs-metrics > docs/metrics.md
+	$(CARGO) run --quiet -- docs-config > docs/configuration-reference.md
 
 check-config:
 	$(CARGO) run -- check-config

@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod net;
 pub mod record;
+pub mod reference;
 pub mod retry;
 pub mod secrets;
 pub mod signing;

@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Print the metrics reference (docs/metrics.md) from the metrics registry.
+    DocsMetrics,
+    /// Print the configuration reference (docs/configuration-reference.md)
+    /// from the built-in defaults.
+    DocsConfig,
     /// Validate and print the effective configuration, secrets redacted.
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
@@ -95,7 +100,10 @@ fn config_path(command: &Command) -> Option<&std::path::Path> {
         | Command::Dev { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.as_deref(),
-        Command::Openapi | Command::SampleWebhook { .. } => None,
+        Command::Openapi
+        | Command::SampleWebhook { .. }
+        | Command::DocsMetrics
+        | Command::DocsConfig => None,
         Command::DocsEvents { config } => config.as_deref(),
     }
 }
@@ -118,6 +126,15 @@ async fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|s| Ok(rewardhooks::events::Catalog::load(&s.events.catalog_dir)?))
             .map(|c| print!("{}", rewardhooks::events::docs::events_markdown(&c))),
+        Command::DocsMetrics => {
+            print!("{}", rewardhooks::reference::metrics_markdown());
+            Ok(())
+        }
+        Command::DocsConfig => {
+            let defaults = rewardhooks::config::DEFAULT_TOML;
+            print!("{}", rewardhooks::reference::config_markdown(defaults));
+            Ok(())
+        }
         Command::SampleWebhook { event_type, secret } => {
             rewardhooks::events::docs::sample_webhook(&event_type, secret)
                 .map(|json| println!("{json}"))
