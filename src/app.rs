@@ -56,6 +56,7 @@ pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
         name: name.clone(),
         partitions,
         compact: false,
+        retention: (name == &topics.dlq).then_some(settings.kafka.dlq_retention),
     })
     .collect();
     let schedule = crate::retry::Schedule::new(&settings.delivery.retry_schedule, topics);
@@ -63,18 +64,21 @@ pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
         name,
         partitions,
         compact: false,
+        retention: None,
     }));
     // One partition keeps every subscription write in one total order.
     specs.push(TopicSpec {
         name: topics.subscriptions.clone(),
         partitions: 1,
         compact: true,
+        retention: None,
     });
     if settings.kafka.create_input_topics {
         specs.extend(settings.kafka.input_topics.iter().map(|name| TopicSpec {
             name: name.clone(),
             partitions,
             compact: false,
+            retention: None,
         }));
     }
     specs

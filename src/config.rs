@@ -83,12 +83,36 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication_factor: i32,
     pub create_input_topics: bool,
-    #[serde(default)]
+    #[serde(with = "duration")]
+    pub dlq_retention: Duration,
+    #[serde(default, with = "dotted")]
     pub client: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, with = "dotted")]
     pub consumer: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, with = "dotted")]
     pub producer: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Replaces every `file:<path>` value of the librdkafka tables by the
+    /// file's contents (trailing newline trimmed), so secrets come from a
+    /// mounted Secret instead of the configuration.
+    fn read_file_values(&mut self) -> Result<(), ConfigError> {
+        for (table, map) in [
+            ("kafka.client", &mut self.client),
+            ("kafka.consumer", &mut self.consumer),
+            ("kafka.producer", &mut self.producer),
+        ] {
+            for (key, value) in map.iter_mut() {
+                if let Some(path) = value.strip_prefix("file:") {
+                    let text = std::fs::read_to_string(path.trim())
+                        .map_err(|e| invalid(table, format!("{key:?}: cannot read {path}: {e}")))?;
+                    *value = text.trim_end_matches(['\r', '\n']).to_string();
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,7 +263,8 @@ impl Settings {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.kafka.read_file_values()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -433,6 +458,66 @@ mod parsed {
     }
 }
 
+/// A librdkafka property table. Keys are dotted ("sasl.password"); from the
+/// environment (`REWARDHOOKS__KAFKA__CLIENT__SASL__PASSWORD`) they arrive as
+/// nested tables, which are joined back with dots.
+mod dotted {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Node {
+        Text(String),
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Table(BTreeMap<String, Node>),
+    }
+
+    fn flatten(prefix: &str, node: Node, out: &mut BTreeMap<String, String>) {
+        let key = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match node {
+            Node::Text(v) => {
+                out.insert(prefix.to_string(), v);
+            }
+            Node::Bool(v) => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+            Node::Int(v) => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+            Node::Float(v) => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+            Node::Table(t) => {
+                for (k, v) in t {
+                    flatten(&key(&k.to_lowercase()), v, out);
+                }
+            }
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        let table = BTreeMap::<String, Node>::deserialize(d)?;
+        let mut out = BTreeMap::new();
+        flatten("", Node::Table(table), &mut out);
+        Ok(out)
+    }
+}
+
 /// An optional IP address; "" means none.
 mod optional_ip {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -534,6 +619,44 @@ mod tests {
         assert_eq!(s.kafka.group_id, "from-file");
         assert_eq!(s.kafka.input_topics, vec!["a", "b"]);
         assert_eq!(s.delivery.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn librdkafka_secrets_come_from_the_environment_or_a_file() {
+        let mut secret = tempfile::NamedTempFile::new().unwrap();
+        writeln!(secret, "s3cret-from-file").unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[kafka.client]\n\"security.protocol\" = \"SASL_SSL\"\n[kafka.producer]\n\"sasl.password\" = \"file:{}\"",
+            secret.path().display()
+        )
+        .unwrap();
+        let s = Settings::load_with_env(
+            Some(f.path()),
+            env(&[
+                ("REWARDHOOKS__KAFKA__CLIENT__SASL__PASSWORD", "from-env"),
+                ("REWARDHOOKS__KAFKA__CLIENT__SASL__USERNAME", "svc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.client["sasl.password"], "from-env");
+        assert_eq!(s.kafka.client["sasl.username"], "svc");
+        assert_eq!(s.kafka.client["security.protocol"], "SASL_SSL");
+        assert_eq!(s.kafka.producer["sasl.password"], "s3cret-from-file");
+        let mut missing = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            missing,
+            "[kafka.client]\n\"sasl.password\" = \"file:/nonexistent/secret\""
+        )
+        .unwrap();
+        let err = Settings::load_with_env(Some(missing.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.client") && err.contains("/nonexistent/secret"),
+            "{err}"
+        );
     }
 
     #[test]

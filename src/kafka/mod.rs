@@ -148,6 +148,16 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub compact: bool,
+    /// `retention.ms`, when not the broker's default.
+    pub retention: Option<Duration>,
+}
+
+/// A topic spec with its settings as the admin API takes them.
+struct SpecText<'a> {
+    name: &'a str,
+    partitions: i32,
+    compact: bool,
+    retention_ms: Option<String>,
 }
 
 /// Creates the topics that do not exist yet; existing ones are left alone.
@@ -159,9 +169,15 @@ pub async fn ensure_topics(
         .create()
         .map_err(KafkaSetupError::Client)?;
     let existing = existing_topics(&admin).await?;
-    let specs: Vec<&TopicSpec> = specs
+    let specs: Vec<SpecText<'_>> = specs
         .iter()
         .filter(|s| !existing.contains(&s.name))
+        .map(|s| SpecText {
+            name: &s.name,
+            partitions: s.partitions,
+            compact: s.compact,
+            retention_ms: s.retention.map(|d| d.as_millis().to_string()),
+        })
         .collect();
     if specs.is_empty() {
         return Ok(());
@@ -170,12 +186,18 @@ pub async fn ensure_topics(
         .iter()
         .map(|spec| {
             let replication = TopicReplication::Fixed(settings.replication_factor);
-            let topic = NewTopic::new(&spec.name, spec.partitions, replication);
+            let mut topic = NewTopic::new(spec.name, spec.partitions, replication);
             if spec.compact {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
+                topic = topic.set("cleanup.policy", "compact");
             }
+            if let Some(ms) = &spec.retention_ms {
+                topic = topic.set("retention.ms", ms);
+            }
+            // An acknowledged write survives the loss of one replica.
+            if settings.replication_factor >= 3 {
+                topic = topic.set("min.insync.replicas", "2");
+            }
+            topic
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -183,11 +205,7 @@ pub async fn ensure_topics(
         .create_topics(new_topics.iter(), &options)
         .await
         .map_err(|source| KafkaSetupError::CreateTopic {
-            topic: specs
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            topic: specs.iter().map(|s| s.name).collect::<Vec<_>>().join(","),
             source,
         })?;
     for result in results {
