@@ -24,11 +24,17 @@ test: test-alerts test-deploy examples guide
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
 
-## Alert rules: syntax and unit tests (promtool, from Debian's prometheus).
+## Alert rules: syntax and unit tests (promtool, from Debian's prometheus),
+## every alert tested firing and quiet, with severity, summary, description,
+## runbook_url and a runbook. Without promtool: skipped, or an error when
+## CHECKS_REQUIRED=1 (CI).
 test-alerts:
+	scripts/check-alert-tests.sh
 	@if command -v promtool >/dev/null 2>&1; then \
 	  promtool check rules deploy/prometheus/alerts.yml && \
 	  promtool test rules deploy/prometheus/alerts_test.yml; \
+	elif [ "$${CHECKS_REQUIRED:-0}" = 1 ]; then \
+	  echo "promtool not installed (apt-get install prometheus)" >&2; exit 1; \
 	else echo "promtool not installed: alert rules not checked (apt-get install prometheus)"; fi
 
 ## End-to-end benchmark (release build): throughput, latency, memory and
