@@ -26,10 +26,11 @@ test: test-alerts test-deploy examples guide
 
 ## Alert rules: syntax and unit tests (promtool, from Debian's prometheus),
 ## every alert tested firing and quiet, with severity, summary, description,
-## runbook_url and a runbook. Without promtool: skipped, or an error when
-## CHECKS_REQUIRED=1 (CI).
+## runbook_url and a runbook; alerts and dashboard use only known metrics.
+## Without promtool: skipped, or an error when CHECKS_REQUIRED=1 (CI).
 test-alerts:
 	scripts/check-alert-tests.sh
+	scripts/check-metrics-used.sh
 	@if command -v promtool >/dev/null 2>&1; then \
 	  promtool check rules deploy/prometheus/alerts.yml && \
 	  promtool test rules deploy/prometheus/alerts_test.yml; \
