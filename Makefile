@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: bench-micro docs examples guide run demo build release test test-alerts test-deploy fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,7 +19,7 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy examples guide
+test: test-alerts test-deploy test-docker examples guide
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
@@ -60,6 +60,13 @@ test-deploy:
 	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) >/dev/null 2>&1 || \
 	  if [ "$${CHECKS_REQUIRED:-0}" = 1 ]; then echo "could not install kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)" >&2; exit 1; fi
 	scripts/check-deploy.sh
+
+## The Dockerfile without Docker: replays its build stage on the host (real
+## `cargo build --release --locked`, target/ as the cache), checks the
+## dependency stubs against Cargo.toml, .dockerignore, and the runtime
+## stage's packages against what the binary links (scripts/check-dockerfile.sh).
+test-docker:
+	scripts/check-dockerfile.sh
 
 ## The Python and Node receiver snippets verify a freshly signed sample with
 ## the Standard Webhooks libraries (installed into .cache/examples).
