@@ -53,13 +53,20 @@ fuzz:
 ## Kubernetes manifests: both layouts render (kubectl kustomize), validate
 ## against the Kubernetes schemas (kubernetes-validate from PyPI, which bundles
 ## them; CRDs such as ServiceMonitor are only warned about) and keep the
-## deployment rules (scripts/check-deploy.sh). A failed install of the
-## validator is an error when CHECKS_REQUIRED=1 (CI), a skip otherwise.
+## deployment rules (scripts/check-deploy.sh). The validator goes into a venv
+## under .cache (Debian's Python refuses global pip installs) unless one is on
+## PATH. A failed install is an error when CHECKS_REQUIRED=1 (CI), a skip
+## otherwise.
 KUBERNETES_VALIDATE_VERSION = 1.37.0
+DEPLOY_VENV = .cache/deploy-venv
 test-deploy:
-	@command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) >/dev/null 2>&1 || \
-	  if [ "$${CHECKS_REQUIRED:-0}" = 1 ]; then echo "could not install kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)" >&2; exit 1; fi
-	scripts/check-deploy.sh
+	@if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x $(DEPLOY_VENV)/bin/kubernetes-validate ]; then \
+	  rm -rf $(DEPLOY_VENV); \
+	  (python3 -m venv $(DEPLOY_VENV) && $(DEPLOY_VENV)/bin/pip install --quiet kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)) >/dev/null 2>&1 \
+	  || { rm -rf $(DEPLOY_VENV); echo "could not install kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION) into $(DEPLOY_VENV)" >&2; \
+	       if [ "$${CHECKS_REQUIRED:-0}" = 1 ]; then exit 1; fi; }; \
+	fi
+	PATH="$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH" scripts/check-deploy.sh
 
 ## The Dockerfile without Docker: replays its build stage on the host (real
 ## `cargo build --release --locked`, target/ as the cache), checks the
