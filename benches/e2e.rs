@@ -371,6 +371,7 @@ async fn main() {
                 name: topic.clone(),
                 partitions: 6,
                 compact: false,
+                retention: None,
             }],
         )
         .await
