@@ -123,6 +123,7 @@ impl App {
             producer,
             kafka_reachable: AtomicBool::new(true),
             stuck: Default::default(),
+            missing_inputs: Default::default(),
         });
         let stop_stages = CancellationToken::new();
         let stop_services = CancellationToken::new();
@@ -283,14 +284,45 @@ async fn watch_kafka(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::
             _ = tick.tick() => {}
         }
         let producer = shared.producer.clone();
-        let ok = tokio::task::spawn_blocking(move || {
+        let topics = tokio::task::spawn_blocking(move || {
             producer
                 .client()
                 .fetch_metadata(None, Timeout::After(Duration::from_secs(5)))
-                .is_ok()
+                .ok()
+                .map(|m| {
+                    m.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                        .map(|t| t.name().to_string())
+                        .collect::<std::collections::HashSet<String>>()
+                })
         })
         .await
-        .unwrap_or(false);
+        .ok()
+        .flatten();
+        let ok = topics.is_some();
+        if let Some(topics) = topics {
+            let missing: Vec<String> = shared
+                .settings
+                .kafka
+                .input_topics
+                .iter()
+                .filter(|t| !topics.contains(*t))
+                .cloned()
+                .collect();
+            let mut known = shared
+                .missing_inputs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if *known != missing {
+                if missing.is_empty() {
+                    tracing::info!("Every input topic exists; fan-out reads them all.");
+                } else {
+                    tracing::warn!(topics = ?missing, "Input topics do not exist yet; fan-out reads them within seconds of their creation.");
+                }
+                *known = missing;
+            }
+        }
         if ok != shared.kafka_reachable.swap(ok, Ordering::Relaxed) {
             if ok {
                 tracing::info!("Kafka reachable again.");

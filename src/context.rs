@@ -25,6 +25,8 @@ pub struct Shared {
     pub attempt_log: Arc<AttemptLog>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
+    /// Input topics that do not exist (yet), for `/readyz`.
+    pub missing_inputs: Mutex<Vec<String>>,
     /// Partitions that cannot advance, with why (for `/readyz`).
     pub stuck: Mutex<BTreeMap<(String, i32), String>>,
 }

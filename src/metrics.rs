@@ -29,6 +29,8 @@ pub struct Metrics {
     pub circuit_open: IntGauge,
     pub build_info: IntGaugeVec,
     pub partition_stuck: IntGaugeVec,
+    pub consumer_lag_measured: IntGaugeVec,
+    pub first_attempt_duration: Histogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -150,10 +152,10 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "consumer_lag",
-                    "Records not yet committed by a rewardhooks consumer group, per topic (whole group; aggregate with max).",
+                    "Records not yet committed by a rewardhooks consumer group, per partition (whole group, measured by every api instance; aggregate with max by partition).",
                 )
                 .namespace("rewardhooks"),
-                &["group", "topic"],
+                &["group", "topic", "partition"],
             )
             .unwrap_or_else(|e| panic!("metric consumer_lag is malformed: {e}")),
         );
@@ -217,6 +219,24 @@ impl Metrics {
             )
             .unwrap_or_else(|e| panic!("metric partition_stuck is malformed: {e}")),
         );
+        let consumer_lag_measured = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag_last_success_timestamp_seconds",
+                    "Unix time of the last complete lag measurement of a group (a stale value means consumer_lag is frozen).",
+                )
+                .namespace("rewardhooks"),
+                &["group"],
+            )
+            .unwrap_or_else(|e| panic!("metric consumer_lag_last_success_timestamp_seconds is malformed: {e}")),
+        );
+        let first_attempt_duration = histogram(
+            &registry,
+            "first_attempt_duration_seconds",
+            "From the event's time to the end of its first delivery attempt, any outcome (retries are not counted): the service's own latency.",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        );
         Metrics {
             registry,
             events_consumed,
@@ -236,6 +256,8 @@ impl Metrics {
             circuit_open,
             build_info,
             partition_stuck,
+            consumer_lag_measured,
+            first_attempt_duration,
         }
     }
 

@@ -31,6 +31,8 @@ fn collectors(m: &Metrics) -> Vec<&dyn Collector> {
         &m.circuit_open,
         &m.build_info,
         &m.partition_stuck,
+        &m.consumer_lag_measured,
+        &m.first_attempt_duration,
     ]
 }
 

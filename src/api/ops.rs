@@ -74,10 +74,18 @@ pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoRespon
     let loaded = shared.store.is_ready();
     let kafka = shared.kafka_reachable.load(Ordering::Relaxed);
     let stuck = shared.stuck_partitions();
+    let missing = shared
+        .missing_inputs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // Missing input topics are reported but do not make the instance
+    // unready: the API works, and fan-out starts on them once they exist.
     let body = serde_json::json!({
         "subscriptions_loaded": loaded,
         "kafka_reachable": kafka,
         "stuck_partitions": stuck,
+        "missing_input_topics": missing,
     });
     // A stuck partition is reported (and alerted on) but does not take the
     // instance out of service: its API and other partitions still work.

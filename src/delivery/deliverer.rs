@@ -105,6 +105,12 @@ impl Deliverer {
         METRICS
             .delivery_attempt_duration
             .observe(result.duration.as_secs_f64());
+        if headers.attempts == 0 && headers.event_time_ms > 0 {
+            let since_event = (Utc::now().timestamp_millis() - headers.event_time_ms).max(0);
+            METRICS
+                .first_attempt_duration
+                .observe(since_event as f64 / 1000.0);
+        }
         let attempt = AttemptRecord {
             subscription_id: live.sub.id.clone(),
             event_id: headers.event_id.clone(),

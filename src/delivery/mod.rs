@@ -107,6 +107,12 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     // so its rate limit and circuit are exact.
     let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics, "range")?;
     tracing::info!(%group, tiers = ?deliverer.schedule.topics(), "Delivery started.");
+    // Every tier's counter exists from the start, so its first increase shows.
+    for delay in settings.delivery.retry_schedule.iter() {
+        METRICS
+            .retries_scheduled
+            .with_label_values(&[&crate::config::format_duration(*delay)]);
+    }
     let mut deliver = Deliver {
         deliverer,
         pauser: Pauser::default(),

@@ -90,9 +90,17 @@ impl TrackedConsumer {
             .set("partition.assignment.strategy", assignment_strategy)
             // Event-to-delivery latency: some brokers (Tansu) answer an idle
             // fetch only when this runs out instead of when data arrives.
-            .set("fetch.wait.max.ms", "10");
+            .set("fetch.wait.max.ms", "10")
+            // A subscribed topic that appears after start (an upstream team
+            // creates it late) is noticed within seconds, not librdkafka's
+            // default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000");
         // An operator's explicit choice wins.
-        for key in ["partition.assignment.strategy", "fetch.wait.max.ms"] {
+        for key in [
+            "partition.assignment.strategy",
+            "fetch.wait.max.ms",
+            "topic.metadata.refresh.interval.ms",
+        ] {
             if let Some(value) = settings.consumer.get(key) {
                 config.set(key, value);
             }

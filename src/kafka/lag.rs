@@ -21,8 +21,8 @@ pub struct Group {
     pub topics: Vec<String>,
 }
 
-/// Per topic, the group's lag, or an error text.
-fn measure(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i64)>, String> {
+/// Per partition, the group's lag, or an error text.
+fn measure(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32, i64)>, String> {
     let timeout = Timeout::After(Duration::from_secs(10));
     let mut tpl = TopicPartitionList::new();
     let mut highs = Vec::new();
@@ -41,7 +41,7 @@ fn measure(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i6
     let committed = consumer
         .committed_offsets(tpl, timeout)
         .map_err(|e| e.to_string())?;
-    let mut per_topic: Vec<(String, i64)> = topics.iter().map(|t| (t.clone(), 0)).collect();
+    let mut lags = Vec::with_capacity(highs.len());
     for (topic, partition, low, high) in highs {
         let position = match committed
             .find_partition(&topic, partition)
@@ -50,14 +50,13 @@ fn measure(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i6
             Some(Offset::Offset(o)) => o,
             _ => low,
         };
-        if let Some(entry) = per_topic.iter_mut().find(|(t, _)| *t == topic) {
-            entry.1 += (high - position).max(0);
-        }
+        lags.push((topic, partition, (high - position).max(0)));
     }
-    Ok(per_topic)
+    Ok(lags)
 }
 
-/// Refreshes `rewardhooks_consumer_lag{group,topic}` every `interval`.
+/// Refreshes `rewardhooks_consumer_lag{group,topic,partition}` every
+/// `interval`, and the time of the last complete measurement.
 pub async fn run(
     settings: KafkaSettings,
     groups: Vec<Group>,
@@ -85,12 +84,20 @@ pub async fn run(
             for (group, consumer) in consumers.iter() {
                 match measure(consumer, &group.topics) {
                     Ok(lags) => {
-                        for (topic, lag) in lags {
+                        for (topic, partition, lag) in lags {
                             METRICS
                                 .consumer_lag
-                                .with_label_values(&[group.name.as_str(), topic.as_str()])
+                                .with_label_values(&[
+                                    group.name.as_str(),
+                                    topic.as_str(),
+                                    &partition.to_string(),
+                                ])
                                 .set(lag);
                         }
+                        METRICS
+                            .consumer_lag_measured
+                            .with_label_values(&[group.name.as_str()])
+                            .set(chrono::Utc::now().timestamp());
                     }
                     Err(e) => tracing::debug!(group = %group.name, error = %e, "Lag not measured."),
                 }

@@ -3,6 +3,7 @@
 
 mod api;
 mod examples;
+mod failures;
 mod flow;
 mod observability;
 mod operations;

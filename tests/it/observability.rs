@@ -105,7 +105,7 @@ async fn lag_grows_while_fan_out_is_stopped_and_returns_to_zero_after_it_catches
     let group = format!("{}.fanout", deployment.group);
     let input = deployment.input.clone();
     let lag = |samples: &[(String, std::collections::BTreeMap<String, String>, f64)]| {
-        sample(
+        sample_sum(
             samples,
             "rewardhooks_consumer_lag",
             &[("group", group.as_str()), ("topic", input.as_str())],

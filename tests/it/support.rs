@@ -59,6 +59,8 @@ pub struct Deployment {
     pub input: String,
     pub group: String,
     pub partitions: i32,
+    /// Whether the instance creates the input topic at start.
+    pub create_input: bool,
     delivery: String,
     api: String,
 }
@@ -71,6 +73,7 @@ impl Deployment {
             input: format!("{id}.events"),
             group: id,
             partitions: 3,
+            create_input: true,
             delivery: String::new(),
             api: String::new(),
         }
@@ -100,7 +103,7 @@ topic_prefix = "{prefix}"
 group_id = "{group}"
 partitions = {partitions}
 replication_factor = 1
-create_input_topics = true
+create_input_topics = {create_input}
 [kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
@@ -126,6 +129,7 @@ bob = "bob-token"
             prefix = self.prefix,
             group = self.group,
             partitions = self.partitions,
+            create_input = self.create_input,
             delivery = self.delivery,
             api = self.api,
         )
@@ -622,6 +626,28 @@ pub async fn produce_raw(producer: &FutureProducer, topic: &str, payload: &[u8])
         .expect("produce raw record");
 }
 
+/// Creates a topic the way an upstream team would (admin API).
+pub async fn create_topic(topic: &str, partitions: i32) {
+    let mut kafka = rewardhooks::config::Settings::load_with_env(
+        None,
+        [("REWARDHOOKS__KAFKA__BROKERS".to_string(), bootstrap())],
+    )
+    .unwrap()
+    .kafka;
+    kafka.replication_factor = 1;
+    rewardhooks::kafka::ensure_topics(
+        &kafka,
+        &[rewardhooks::kafka::TopicSpec {
+            name: topic.to_string(),
+            partitions,
+            compact: false,
+            retention: None,
+        }],
+    )
+    .await
+    .expect("create topic");
+}
+
 /// A record read back from a topic: its headers and value.
 #[derive(Debug, Clone)]
 pub struct TopicRecord {
@@ -717,6 +743,24 @@ pub fn sample(
                     .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         })
         .map_or(0.0, |(_, _, v)| *v)
+}
+
+/// The sum of every series of `name` with these labels (e.g. over partitions).
+pub fn sample_sum(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| *v)
+        .sum()
 }
 
 pub async fn metrics(instance: &Instance) -> Vec<(String, BTreeMap<String, String>, f64)> {
