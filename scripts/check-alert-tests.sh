@@ -5,7 +5,7 @@
 # exist; this catches an alert added without them. Also: every alert carries
 # a severity, a summary, a description and the absolute runbook_url of its
 # docs/operations.md section (anchor = alert name in lower case), and
-# RUNBOOKS.md has that section.
+# docs/operations.md has that section.
 set -euo pipefail
 cd "$(dirname "$0")/../deploy/prometheus"
 python3 - <<'PY'
@@ -33,7 +33,7 @@ problems = []
 RUNBOOK = 'https://github.com/rewardhooks/rewardhooks/blob/main/docs/operations.md#'
 text = open('alerts.yml').read()
 blocks = re.split(r'^\s*-\s*(?=alert:|record:)', text, flags=re.M)[1:]
-runbooks = open('RUNBOOKS.md').read()
+runbooks = open('../../docs/operations.md').read()
 for b in blocks:
     m = re.match(r'alert:\s*(\S+)', b)
     if not m:
@@ -48,7 +48,7 @@ for b in blocks:
     if not url or url.group(1) != RUNBOOK + a.lower():
         problems.append(f'{a}: runbook_url must be {RUNBOOK}{a.lower()}')
     if not re.search(rf'^#+\s*{a}\s*$', runbooks, re.M):
-        problems.append(f'{a}: no "## {a}" section in RUNBOOKS.md')
+        problems.append(f'{a}: no "## {a}" section in docs/operations.md')
 for a in alerts:
     if a not in fires:
         problems.append(f'{a}: no test where it fires')
