@@ -144,6 +144,10 @@ pub struct DeliverySettings {
     pub disable_after: Duration,
     #[serde(with = "duration")]
     pub rotation_grace: Duration,
+    #[serde(with = "duration")]
+    pub pause_hold: Duration,
+    /// Explicit outbound proxy URL ("" = none).
+    pub proxy: String,
     pub max_response_bytes: usize,
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -367,6 +371,12 @@ impl Settings {
                 &self.security.previous_secrets_keys,
             )
             .map_err(|e| invalid("security.secrets_key", e.to_string()))?;
+        }
+        if !self.delivery.proxy.is_empty() && reqwest::Proxy::all(&self.delivery.proxy).is_err() {
+            return Err(invalid(
+                "delivery.proxy",
+                format!("{:?} is not a proxy URL", self.delivery.proxy),
+            ));
         }
         if self.metrics.lag_interval < Duration::from_millis(100) {
             return Err(invalid("metrics.lag_interval", "must be at least 100ms"));

@@ -351,9 +351,14 @@ mod tests {
             }
         });
         let s = DestinationPolicy::new(true, false, vec![]);
-        let sender =
-            crate::delivery::sender::Sender::new(std::time::Duration::from_secs(2), 1024, s, None)
-                .unwrap();
+        let sender = crate::delivery::sender::Sender::new(
+            std::time::Duration::from_secs(2),
+            1024,
+            s,
+            None,
+            None,
+        )
+        .unwrap();
         for url in [
             format!("http://localhost:{port}/hook"),
             format!("http://127.0.0.1:{port}/hook"),

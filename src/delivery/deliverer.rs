@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::permits::{FairPermits, Permit};
 use super::sender::{AttemptResult, Outbound, Sender};
 use crate::attempts::AttemptRecord;
 use crate::context::Shared;
@@ -43,6 +44,8 @@ pub(super) enum Park {
     CircuitOpen(Duration),
     /// The lane is full, or the job waited longer than `lane_max_wait`.
     LaneBusy,
+    /// The subscription is paused: held until it is resumed.
+    Paused,
 }
 
 /// Everything an attempt needs, shared by all lanes.
@@ -50,17 +53,25 @@ pub struct Deliverer {
     pub(super) shared: Arc<Shared>,
     sender: Sender,
     pub(super) schedule: Schedule,
-    /// HTTP requests in flight on this instance, all subscriptions together.
-    requests: Semaphore,
+    /// HTTP requests in flight on this instance, all subscriptions
+    /// together, shared fairly among owners.
+    pub(super) requests: Arc<FairPermits>,
 }
 
 impl Deliverer {
     pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
         let d = &shared.settings.delivery;
         let policy = shared.settings.security.destination_policy();
-        let sender = Sender::new(d.timeout, d.max_response_bytes, policy, d.source_address)?;
+        let proxy = (!d.proxy.is_empty()).then_some(d.proxy.as_str());
+        let sender = Sender::new(
+            d.timeout,
+            d.max_response_bytes,
+            policy,
+            d.source_address,
+            proxy,
+        )?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
-        let requests = Semaphore::new(d.max_concurrent_requests);
+        let requests = Arc::new(FairPermits::new(d.max_concurrent_requests));
         Ok(Deliverer {
             shared,
             sender,
@@ -77,19 +88,21 @@ impl Deliverer {
         headers: &DeliveryHeaders,
         body: &[u8],
     ) -> (AttemptResult, AttemptRecord) {
-        let (result, attempt) = self.send(live, headers, body).await;
+        let permit = self.requests.acquire(&live.sub.owner).await;
+        let (result, attempt) = self.send(permit, live, headers, body).await;
         self.log_attempt(&attempt).await;
         (result, attempt)
     }
 
-    /// The HTTP part of an attempt: sign, POST, classify.
+    /// The HTTP part of an attempt, holding one of the instance's request
+    /// permits: sign, POST, classify.
     pub(super) async fn send(
         &self,
+        permit: Permit,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
         body: &[u8],
     ) -> (AttemptResult, AttemptRecord) {
-        let permit = self.requests.acquire().await;
         let now = Utc::now();
         let keys = live.signing_keys(now);
         let result = self
@@ -139,11 +152,30 @@ impl Deliverer {
     }
 
     /// The subscription a job is for, or `None` when the job was settled
-    /// without an attempt: dead-lettered (disabled subscription, replayable
-    /// once re-enabled) or dropped and counted (deleted by its owner).
+    /// without an attempt: held (paused subscription: parked until resumed,
+    /// dead-lettered after `delivery.pause_hold`), dead-lettered (disabled
+    /// subscription, replayable once re-enabled) or dropped and counted
+    /// (deleted by its owner).
     pub(super) fn live_for(self: &Arc<Self>, job: Job) -> Option<(Job, Arc<LiveSubscription>)> {
         match self.shared.store.get(&job.subscription_id) {
-            Some(live) if live.sub.status != Status::Disabled => Some((job, live)),
+            Some(live) if live.sub.status == Status::Active => Some((job, live)),
+            Some(live) if live.sub.status == Status::Paused => {
+                let held_ms = Utc::now().timestamp_millis() - job.headers.event_time_ms;
+                let too_long =
+                    held_ms > self.shared.settings.delivery.pause_hold.as_millis() as i64;
+                let deliverer = self.clone();
+                tokio::spawn(async move {
+                    if too_long {
+                        deliverer
+                            .dead_letter_unattempted(job, DeadReason::PausedTooLong)
+                            .await
+                    } else {
+                        deliverer.park(job, Park::Paused).await
+                    }
+                });
+                drop(live);
+                None
+            }
             Some(_) => {
                 let deliverer = self.clone();
                 tokio::spawn(async move {

@@ -91,6 +91,12 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
                 break;
             }
         };
+        // A partition revoked in a rebalance is read again by its new
+        // owner: its jobs here stop, so a retry chain never forks.
+        if !job.record.is_current() {
+            tracing::debug!(subscription_id = %job.subscription_id, event_id = %job.headers.event_id, "Partition revoked; its new owner delivers this.");
+            continue;
+        }
         let Some((job, live)) = deliverer.live_for(job) else {
             continue;
         };
@@ -127,10 +133,23 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
                 tokio::time::sleep(wait).await;
             }
         }
+        // The wait for one of the instance's request permits counts toward
+        // lane_max_wait too: a job that cannot get one in time is parked.
+        let left = lane_max_wait.saturating_sub(job.queued_at.elapsed());
+        let permit =
+            match tokio::time::timeout(left, deliverer.requests.acquire(&live.sub.owner)).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    drop(slot);
+                    let deliverer = deliverer.clone();
+                    tokio::spawn(async move { deliverer.park(job, Park::LaneBusy).await });
+                    continue;
+                }
+            };
         let deliverer = deliverer.clone();
         let circuit = circuit.clone();
         tokio::spawn(async move {
-            let (result, attempt) = deliverer.send(&live, &job.headers, &job.body).await;
+            let (result, attempt) = deliverer.send(permit, &live, &job.headers, &job.body).await;
             // The breaker learns the outcome before the slot frees, so the
             // next admission already knows; waiting for Kafka to take the
             // attempt log and the retry does not hold the endpoint's slot.

@@ -18,6 +18,10 @@ use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::Status;
 use rdkafka::error::KafkaError;
 
+/// How long a held delivery of a paused subscription waits, at most,
+/// before it looks again whether the subscription was resumed.
+const PAUSED_RECHECK: Duration = Duration::from_secs(300);
+
 impl Deliverer {
     /// Settles an attempt: logs it, and delivered, retried or dead-lettered,
     /// marks the record done once all of that is durable.
@@ -39,8 +43,14 @@ impl Deliverer {
                 .with_label_values(&[live.sub.id.as_str(), outcome])
                 .inc();
         }
+        // Revoked meanwhile: the new owner attempts the record again, so
+        // nothing is written here (a retry chain never forks).
+        let current = job.record.is_current();
         let outcome = async {
             let mut durable = true;
+            if !current && result.outcome != Outcome::Delivered {
+                return false;
+            }
             match &result.outcome {
                 Outcome::Delivered => {
                     METRICS
@@ -157,9 +167,18 @@ impl Deliverer {
     /// the smallest tier covering the rest of its cool-down; a busy lane
     /// parks one tier further each time the same delivery comes back to it.
     pub(super) async fn park(&self, job: Job, why: Park) {
+        if !job.record.is_current() {
+            return;
+        }
         let delay = match why {
             Park::CircuitOpen(left) => self.schedule.covering(left),
             Park::LaneBusy => self.schedule.tier_at(job.headers.parked as usize),
+            // Held deliveries come back at most every few minutes, so they
+            // flow again soon after the owner resumes the subscription.
+            Park::Paused => self
+                .schedule
+                .tier_at(job.headers.parked as usize)
+                .min(self.schedule.covering(PAUSED_RECHECK)),
         };
         let headers = DeliveryHeaders {
             due_ms: Some(Utc::now().timestamp_millis() + delay.as_millis() as i64),
@@ -182,6 +201,9 @@ impl Deliverer {
     /// Dead-letters a job that is not attempted: its subscription is
     /// disabled. Replayable once the owner re-enables it.
     pub(super) async fn dead_letter_unattempted(&self, job: Job, reason: DeadReason) {
+        if !job.record.is_current() {
+            return;
+        }
         if self
             .dead_letter(&job.subscription_id.clone(), &job, reason, None)
             .await

@@ -55,18 +55,26 @@ impl ConsumerContext for TrackingContext {
     }
 }
 
-/// A finished record, to be marked done in the tracker.
+/// A record in progress, to be marked done in the tracker.
 #[derive(Clone)]
 pub struct RecordRef {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
+    epoch: u64,
     tracker: SharedTracker,
 }
 
 impl RecordRef {
     pub fn complete(&self) {
         lock(&self.tracker).complete(&self.topic, self.partition, self.offset);
+    }
+
+    /// Whether this instance still owns the record's partition. Once it was
+    /// revoked, the new owner reads the record again from the committed
+    /// offset: work for it here must stop writing (no forked retry chains).
+    pub fn is_current(&self) -> bool {
+        lock(&self.tracker).is_current(&self.topic, self.partition, self.epoch)
     }
 }
 
@@ -159,11 +167,12 @@ impl TrackedConsumer {
             .find(|t| t.as_ref() == msg.topic())
             .cloned()
             .unwrap_or_else(|| Arc::from(msg.topic()));
-        lock(&self.tracker).begin(&topic, msg.partition(), msg.offset());
+        let epoch = lock(&self.tracker).begin(&topic, msg.partition(), msg.offset());
         RecordRef {
             topic,
             partition: msg.partition(),
             offset: msg.offset(),
+            epoch,
             tracker: self.tracker.clone(),
         }
     }

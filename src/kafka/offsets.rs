@@ -12,6 +12,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Debug, Default)]
 struct PartitionState {
+    /// Which ownership of the partition this is: a partition revoked and
+    /// assigned again starts a new epoch, so work of the old one is known.
+    epoch: u64,
     pending: BTreeSet<i64>,
     highest_seen: Option<i64>,
     last_stored: Option<i64>,
@@ -29,17 +32,35 @@ impl PartitionState {
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
+    epochs: u64,
 }
 
 impl OffsetTracker {
-    /// A record was taken from Kafka and its work begins.
-    pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+    /// A record was taken from Kafka and its work begins; returns the
+    /// partition's current epoch.
+    pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> u64 {
+        let epochs = &mut self.epochs;
         let state = self
             .partitions
             .entry((topic.clone(), partition))
-            .or_default();
+            .or_insert_with(|| {
+                *epochs += 1;
+                PartitionState {
+                    epoch: *epochs,
+                    ..Default::default()
+                }
+            });
         state.pending.insert(offset);
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
+        state.epoch
+    }
+
+    /// Whether this instance still owns the partition in the given epoch
+    /// (false once it was revoked, even if it came back since).
+    pub fn is_current(&self, topic: &Arc<str>, partition: i32, epoch: u64) -> bool {
+        self.partitions
+            .get(&(topic.clone(), partition))
+            .is_some_and(|s| s.epoch == epoch)
     }
 
     /// Everything the record caused is durable.
@@ -92,6 +113,20 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_of_a_revoked_partition_is_no_longer_current() {
+        let mut t = OffsetTracker::default();
+        let topic: Arc<str> = Arc::from("d");
+        let first = t.begin(&topic, 0, 5);
+        assert!(t.is_current(&topic, 0, first));
+        t.revoke("d", 0);
+        assert!(!t.is_current(&topic, 0, first));
+        let second = t.begin(&topic, 0, 5);
+        assert_ne!(first, second, "assigned again: a new epoch");
+        assert!(!t.is_current(&topic, 0, first));
+        assert!(t.is_current(&topic, 0, second));
+    }
 
     fn t() -> Arc<str> {
         Arc::from("topic")

@@ -74,7 +74,9 @@ pub struct Index {
 
 impl Index {
     pub fn insert(&mut self, live: &Arc<LiveSubscription>) {
-        if live.sub.status != Status::Active {
+        // Paused subscriptions still match: their deliveries are held in
+        // the delivery stage and flow again on resume.
+        if live.sub.status == Status::Disabled {
             return;
         }
         if live.is_wildcard() {

@@ -61,6 +61,8 @@ pub struct Deployment {
     pub partitions: i32,
     /// Whether the instance creates the input topic at start.
     pub create_input: bool,
+    /// Extra environment of every instance started for this deployment.
+    pub env: Vec<(String, String)>,
     delivery: String,
     api: String,
 }
@@ -74,6 +76,7 @@ impl Deployment {
             group: id,
             partitions: 3,
             create_input: true,
+            env: Vec::new(),
             delivery: String::new(),
             api: String::new(),
         }
@@ -166,6 +169,7 @@ impl Instance {
             .env("RUST_LOG", "info")
             .env_remove("REWARDHOOKS_CONFIG")
             .env("REWARDHOOKS__OPS__LISTEN", "127.0.0.1:0")
+            .envs(deployment.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

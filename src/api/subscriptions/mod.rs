@@ -120,7 +120,7 @@ pub struct UpdateSubscription {
     rate_limit: Option<RateLimit>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-    /// `active` or `paused` (a paused subscription gets no new events).
+    /// `active` or `paused` (a paused subscription's deliveries are held until it is active again).
     status: Option<Status>,
 }
 
