@@ -106,6 +106,7 @@ impl App {
             topics.subscriptions.clone(),
             settings.api.write_timeout,
             cipher,
+            settings.api.max_subscriptions_per_owner,
         );
         let dead_letters = DeadLetters::new(
             &settings.kafka,

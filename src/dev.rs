@@ -138,7 +138,9 @@ async fn run_demo(shared: Arc<Shared>, input: String) -> anyhow::Result<()> {
     let mut sub = Subscription::new("demo".into(), url.clone(), vec!["*".into()]);
     sub.description = Some("rewardhooks dev --demo receiver".into());
     sub.secret = secret;
-    shared.store.put(&sub).await?;
+    if let Err(rejection) = shared.store.create(&sub).await? {
+        anyhow::bail!("demo subscription not created: {rejection:?}");
+    }
     tracing::info!(subscription_id = %sub.id, %url, "Demo receiver subscribed to every event type.");
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     let mut n: u64 = 0;

@@ -15,6 +15,7 @@ use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
 use crate::record::{truncate, DeadReason, DeliveryHeaders};
 use crate::subscriptions::live::LiveSubscription;
+use crate::subscriptions::store::Rejection;
 use crate::subscriptions::Status;
 use rdkafka::error::KafkaError;
 
@@ -263,42 +264,63 @@ impl Deliverer {
 
     /// Records circuit state in the subscription, so every instance (and
     /// the API) sees it and a new owner of the partition starts from it.
+    /// Written onto the latest version: an owner's edit meanwhile is kept.
     pub(super) async fn save_circuit(
         &self,
         id: &str,
         open_until: Option<chrono::DateTime<Utc>>,
         failing_since: Option<chrono::DateTime<Utc>>,
     ) {
-        let Some(live) = self.shared.store.get(id) else {
-            return;
-        };
-        let mut sub = live.sub.clone();
-        sub.circuit_open_until = open_until;
-        sub.failing_since = failing_since;
-        sub.updated_at = Utc::now();
-        if let Err(e) = self.shared.store.put(&sub).await {
-            tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.");
+        let written = self
+            .shared
+            .store
+            .update(id, None, |sub| {
+                if sub.status == Status::Disabled {
+                    return false;
+                }
+                sub.circuit_open_until = open_until;
+                sub.failing_since = failing_since;
+                true
+            })
+            .await;
+        match written {
+            Ok(Ok(_)) | Ok(Err(Rejection::Gone)) => {}
+            Ok(Err(rejection)) => {
+                tracing::warn!(subscription_id = %id, ?rejection, "Circuit state not recorded.")
+            }
+            Err(e) => {
+                tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.")
+            }
         }
     }
 
+    /// Disables a subscription, onto its latest version; a deleted one
+    /// stays deleted.
     pub(super) async fn disable(&self, live: &LiveSubscription, reason: &str) {
-        // Start from the newest version: a circuit write may have come first.
-        let mut sub = self
+        let now = Utc::now();
+        let written = self
             .shared
             .store
-            .get(&live.sub.id)
-            .map_or_else(|| live.sub.clone(), |l| l.sub.clone());
-        if sub.status == Status::Disabled {
-            return;
-        }
-        sub.status = Status::Disabled;
-        sub.disabled_reason = Some(reason.to_string());
-        sub.disabled_at = Some(Utc::now());
-        sub.updated_at = Utc::now();
-        match self.shared.store.put(&sub).await {
-            Ok(()) => tracing::warn!(subscription_id = %sub.id, %reason, "Subscription disabled."),
+            .update(&live.sub.id, None, |sub| {
+                if sub.status == Status::Disabled {
+                    return false;
+                }
+                sub.status = Status::Disabled;
+                sub.disabled_reason = Some(reason.to_string());
+                sub.disabled_at = Some(now);
+                sub.updated_at = now;
+                true
+            })
+            .await;
+        match written {
+            Ok(Ok(_)) => {
+                tracing::warn!(subscription_id = %live.sub.id, %reason, "Subscription disabled.")
+            }
+            Ok(Err(rejection)) => {
+                tracing::info!(subscription_id = %live.sub.id, ?rejection, "Subscription not disabled.")
+            }
             Err(e) => {
-                tracing::error!(subscription_id = %sub.id, error = %e, "Cannot disable subscription.")
+                tracing::error!(subscription_id = %live.sub.id, error = %e, "Cannot disable subscription.")
             }
         }
     }

@@ -13,6 +13,8 @@ use crate::subscriptions::{Status, Subscription};
 #[derive(Debug)]
 pub struct LiveSubscription {
     pub sub: Subscription,
+    /// The offset of the subscriptions-topic record that made this version.
+    pub version: i64,
     pub filter: Option<Filter>,
     /// HMAC keys decoded once: the current secret's, and the previous one's
     /// with the end of its grace period.
@@ -35,10 +37,17 @@ impl LiveSubscription {
         };
         LiveSubscription {
             sub,
+            version: -1,
             filter,
             key,
             previous_key,
         }
+    }
+
+    /// The same, as the version made by the record at `offset`.
+    pub fn at_version(mut self, offset: i64) -> Self {
+        self.version = offset;
+        self
     }
 
     /// Keys that sign a delivery made at `now`, current first.

@@ -69,6 +69,9 @@ pub struct Subscription {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The create's `Idempotency-Key`, kept so it survives compaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<store::IdempotencyKey>,
 }
 
 impl Subscription {
@@ -95,6 +98,7 @@ impl Subscription {
             previous_secret_expires_at: None,
             created_at: now,
             updated_at: now,
+            idempotency: None,
         }
     }
 }

@@ -1,9 +1,27 @@
 //! The subscription store: the compacted subscriptions topic (key =
 //! subscription id, value = JSON, tombstone = deleted), followed from the
 //! beginning by every instance into an in-memory view.
+//!
+//! Writes are decided in log order. Every write names what it is based on
+//! (header `rewardhooks-write`: `create`, `update:<version>`, `delete` or
+//! `delete:<version>`), and every instance applies the records of the
+//! one-partition topic in the same order with the same rule, so all agree
+//! without a lock service:
+//! - a create applies when the id is new, the owner is under
+//!   `api.max_subscriptions_per_owner`, and its idempotency key is unused;
+//! - an update applies when it is based on the current version (a version is
+//!   the offset of the record that made it); an update of an id this view has
+//!   never seen is a survivor of compaction and applies;
+//! - a delete applies unless pinned to a stale version, and is final: nothing
+//!   written later for that id applies.
+//!
+//! The writer learns from its own view whether it won. A losing record would
+//! be the key's last record, which compaction keeps: the writer follows it
+//! with a repair (the winning state again, or a tombstone), so a view rebuilt
+//! from the compacted topic agrees too.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::message::Message;
@@ -14,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::KafkaSettings;
 use crate::events::Event;
 use crate::kafka::follower::{Applied, Follower};
+use crate::kafka::header_str;
 use crate::metrics::METRICS;
 use crate::secrets::{CipherError, SecretCipher};
 use crate::subscriptions::live::{Index, LiveSubscription};
@@ -37,14 +56,185 @@ pub enum StoreError {
     },
 }
 
+/// Header naming what a write is based on.
+pub const WRITE_HEADER: &str = "rewardhooks-write";
+/// Header with the writer's id for the write, to learn its decision.
+pub const WRITE_ID_HEADER: &str = "rewardhooks-write-id";
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// Tries of an update that keeps losing races before giving up with 409.
+const UPDATE_TRIES: usize = 8;
+
+/// What a write is based on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Create,
+    Update { base: i64 },
+    Delete { base: Option<i64> },
+}
+
+impl WriteKind {
+    fn header(self) -> String {
+        match self {
+            WriteKind::Create => "create".into(),
+            WriteKind::Update { base } => format!("update:{base}"),
+            WriteKind::Delete { base: None } => "delete".into(),
+            WriteKind::Delete { base: Some(b) } => format!("delete:{b}"),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.split_once(':') {
+            None if s == "create" => Some(WriteKind::Create),
+            None if s == "delete" => Some(WriteKind::Delete { base: None }),
+            Some(("update", b)) => b.parse().ok().map(|base| WriteKind::Update { base }),
+            Some(("delete", b)) => b.parse().ok().map(|b| WriteKind::Delete { base: Some(b) }),
+            _ => None,
+        }
+    }
+}
+
+/// Why a write did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Based on a version that is no longer current.
+    Stale { current: i64 },
+    /// The subscription is deleted (or never existed).
+    Gone,
+    /// A create for an id that exists.
+    Exists,
+    /// The owner has `cap` subscriptions already.
+    CapReached { cap: usize },
+    /// The owner used this idempotency key within 24 h: for `id`, with the
+    /// same request body or not.
+    Duplicate { id: String, same_body: bool },
+}
+
+/// An owner's idempotency key for a create, kept in the record so it
+/// survives compaction.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// sha256 of the request body, hex.
+    pub body_hash: String,
+    /// When the create was written, unix milliseconds.
+    pub at_ms: i64,
+}
+
 #[derive(Default)]
 struct View {
     by_id: BTreeMap<String, Arc<LiveSubscription>>,
     index: Index,
+    /// Ids deleted since this view started: final.
+    deleted: HashSet<String>,
+    /// Subscriptions per owner.
+    owned: HashMap<String, usize>,
+    /// (owner, idempotency key) → (subscription id, body hash, at).
+    idempotency: HashMap<(String, String), (String, String, i64)>,
+}
+
+impl View {
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.index.remove(&old);
+            if let Some(n) = self.owned.get_mut(&old.sub.owner) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(idem) = &old.sub.idempotency {
+                self.idempotency
+                    .remove(&(old.sub.owner.clone(), idem.key.clone()));
+            }
+            METRICS
+                .subscriptions
+                .with_label_values(&[old.sub.status.as_str()])
+                .dec();
+        }
+    }
+
+    fn insert(&mut self, live: Arc<LiveSubscription>) {
+        let sub = &live.sub;
+        METRICS
+            .subscriptions
+            .with_label_values(&[sub.status.as_str()])
+            .inc();
+        *self.owned.entry(sub.owner.clone()).or_default() += 1;
+        if let Some(idem) = &sub.idempotency {
+            self.idempotency.insert(
+                (sub.owner.clone(), idem.key.clone()),
+                (sub.id.clone(), idem.body_hash.clone(), idem.at_ms),
+            );
+        }
+        self.index.insert(&live);
+        self.by_id.insert(sub.id.clone(), live);
+    }
+
+    /// The rule every instance applies, in log order.
+    fn decide(
+        &self,
+        id: &str,
+        kind: WriteKind,
+        sub: Option<&Subscription>,
+        cap: usize,
+        at_ms: i64,
+    ) -> Result<(), Rejection> {
+        let current = self.by_id.get(id);
+        match kind {
+            WriteKind::Create => {
+                if self.deleted.contains(id) {
+                    return Err(Rejection::Gone);
+                }
+                if current.is_some() {
+                    return Err(Rejection::Exists);
+                }
+                let Some(sub) = sub else {
+                    return Err(Rejection::Gone);
+                };
+                if let Some(idem) = &sub.idempotency {
+                    if let Some((first, hash, when)) =
+                        self.idempotency.get(&(sub.owner.clone(), idem.key.clone()))
+                    {
+                        if at_ms - when < IDEMPOTENCY_WINDOW_MS {
+                            return Err(Rejection::Duplicate {
+                                id: first.clone(),
+                                same_body: *hash == idem.body_hash,
+                            });
+                        }
+                    }
+                }
+                if self.owned.get(&sub.owner).copied().unwrap_or(0) >= cap {
+                    return Err(Rejection::CapReached { cap });
+                }
+                Ok(())
+            }
+            WriteKind::Update { base } => {
+                if self.deleted.contains(id) {
+                    return Err(Rejection::Gone);
+                }
+                match current {
+                    Some(cur) if cur.version != base => Err(Rejection::Stale {
+                        current: cur.version,
+                    }),
+                    // Current, or a survivor of compaction this view never
+                    // saw the history of.
+                    _ => Ok(()),
+                }
+            }
+            WriteKind::Delete { base } => match (current, base) {
+                (Some(cur), Some(b)) if cur.version != b => Err(Rejection::Stale {
+                    current: cur.version,
+                }),
+                _ => Ok(()),
+            },
+        }
+    }
 }
 
 pub struct SubscriptionStore {
     view: RwLock<View>,
+    /// `api.max_subscriptions_per_owner`, part of the create rule.
+    max_per_owner: usize,
+    /// This instance's writes awaiting their decision, by write id.
+    pending: Mutex<HashMap<String, Option<Result<(), Rejection>>>>,
     /// Encrypts secrets on the way to Kafka and decrypts them on the way back.
     cipher: Option<SecretCipher>,
     applied: Applied,
@@ -59,9 +249,12 @@ impl SubscriptionStore {
         topic: String,
         write_timeout: Duration,
         cipher: Option<SecretCipher>,
+        max_per_owner: usize,
     ) -> Arc<Self> {
         Arc::new(SubscriptionStore {
             view: RwLock::new(View::default()),
+            max_per_owner,
+            pending: Mutex::new(HashMap::new()),
             cipher,
             applied: Applied::default(),
             producer,
@@ -88,7 +281,12 @@ impl SubscriptionStore {
         store.check_caught_up(&ends);
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
             let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
-            store.apply(key, msg.payload(), msg.partition(), msg.offset());
+            let write = Written {
+                kind: header_str(msg.headers(), WRITE_HEADER).and_then(WriteKind::parse),
+                write_id: header_str(msg.headers(), WRITE_ID_HEADER),
+                at_ms: msg.timestamp().to_millis().unwrap_or(0),
+            };
+            store.apply(key, msg.payload(), &write, msg.partition(), msg.offset());
             store.check_caught_up(&ends);
         })))
     }
@@ -104,12 +302,19 @@ impl SubscriptionStore {
         self.view.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+    fn view_mut(&self) -> std::sync::RwLockWriteGuard<'_, View> {
         self.view.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies one record of the subscriptions topic.
-    pub fn apply(&self, key: Option<&str>, payload: Option<&[u8]>, partition: i32, offset: i64) {
+    /// Applies one record of the subscriptions topic, by the rule above.
+    pub fn apply(
+        &self,
+        key: Option<&str>,
+        payload: Option<&[u8]>,
+        write: &Written<'_>,
+        partition: i32,
+        offset: i64,
+    ) {
         let parsed = match payload {
             None => None,
             Some(bytes) => match serde_json::from_slice::<Subscription>(bytes)
@@ -120,37 +325,54 @@ impl SubscriptionStore {
                 Err(e) => {
                     // Not applied: a subscription without its secret cannot sign.
                     tracing::error!(partition, offset, error = %e, "Skipping unreadable subscription record.");
+                    self.decided(write.write_id, Err(Rejection::Gone));
                     self.applied.record(partition, offset);
                     return;
                 }
             },
         };
-        {
-            let mut view = self.write();
-            let id = parsed
-                .as_ref()
-                .map(|s| s.id.clone())
-                .or_else(|| key.map(str::to_string));
-            if let Some(id) = id {
-                if let Some(old) = view.by_id.remove(&id) {
-                    view.index.remove(&old);
-                    METRICS
-                        .subscriptions
-                        .with_label_values(&[old.sub.status.as_str()])
-                        .dec();
+        let id = parsed
+            .as_ref()
+            .map(|s| s.id.clone())
+            .or_else(|| key.map(str::to_string));
+        let Some(id) = id else {
+            self.applied.record(partition, offset);
+            return;
+        };
+        let decision = {
+            let mut view = self.view_mut();
+            // Records written before writes were versioned apply as they are.
+            let decision = match write.kind {
+                Some(kind) => {
+                    view.decide(&id, kind, parsed.as_ref(), self.max_per_owner, write.at_ms)
                 }
-                if let Some(sub) = parsed {
-                    METRICS
-                        .subscriptions
-                        .with_label_values(&[sub.status.as_str()])
-                        .inc();
-                    let live = Arc::new(LiveSubscription::new(sub));
-                    view.index.insert(&live);
-                    view.by_id.insert(id, live);
+                None => Ok(()),
+            };
+            if decision.is_ok() {
+                view.remove(&id);
+                match parsed {
+                    Some(sub) => {
+                        let live = Arc::new(LiveSubscription::new(sub).at_version(offset));
+                        view.insert(live);
+                    }
+                    None => {
+                        view.deleted.insert(id);
+                    }
                 }
             }
-        }
+            decision
+        };
+        self.decided(write.write_id, decision);
         self.applied.record(partition, offset);
+    }
+
+    /// Notes the decision on one of this instance's writes.
+    fn decided(&self, write_id: Option<&str>, decision: Result<(), Rejection>) {
+        let Some(write_id) = write_id else { return };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = pending.get_mut(write_id) {
+            *slot = Some(decision);
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -197,11 +419,7 @@ impl SubscriptionStore {
     }
 
     pub fn count_owned(&self, owner: &str) -> usize {
-        self.read()
-            .by_id
-            .values()
-            .filter(|l| l.sub.owner == owner)
-            .count()
+        self.read().owned.get(owner).copied().unwrap_or(0)
     }
 
     fn open_secrets(&self, mut sub: Subscription) -> Result<Subscription, CipherError> {
@@ -226,19 +444,148 @@ impl SubscriptionStore {
         sealed
     }
 
-    /// Writes a subscription and returns once this instance has read it back.
-    pub async fn put(&self, sub: &Subscription) -> Result<(), StoreError> {
-        let value = serde_json::to_vec(&self.seal_secrets(sub)).unwrap_or_default();
-        self.produce_and_wait(&sub.id, Some(&value)).await
+    /// Writes a record and returns, once this instance has read it back,
+    /// whether it applied. A losing record is followed by a repair.
+    pub async fn write(
+        &self,
+        id: &str,
+        sub: Option<&Subscription>,
+        kind: WriteKind,
+    ) -> Result<Result<(), Rejection>, StoreError> {
+        let decision = self.write_once(id, sub, kind).await?;
+        if decision.is_err() {
+            self.repair(id).await;
+        }
+        Ok(decision)
     }
 
-    /// Deletes a subscription (tombstone) and waits to read it back.
-    pub async fn delete(&self, id: &str) -> Result<(), StoreError> {
-        self.produce_and_wait(id, None).await
+    async fn write_once(
+        &self,
+        id: &str,
+        sub: Option<&Subscription>,
+        kind: WriteKind,
+    ) -> Result<Result<(), Rejection>, StoreError> {
+        let value = sub.map(|sub| serde_json::to_vec(&self.seal_secrets(sub)).unwrap_or_default());
+        let write_id = crate::subscriptions::new_id();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(write_id.clone(), None);
+        let result = self
+            .produce_and_wait(id, value.as_deref(), &kind.header(), &write_id)
+            .await;
+        let decision = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&write_id)
+            .flatten();
+        result?;
+        Ok(decision.unwrap_or(Err(Rejection::Gone)))
     }
 
-    async fn produce_and_wait(&self, id: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-        let mut record = FutureRecord::<str, [u8]>::to(&self.topic).key(id);
+    /// After a lost write, makes the key's last record the winning state
+    /// again (or a tombstone), so compaction keeps what every view holds.
+    async fn repair(&self, id: &str) {
+        for _ in 0..3 {
+            let current = self.get(id);
+            let outcome = match &current {
+                Some(live) => {
+                    self.write_once(
+                        id,
+                        Some(&live.sub),
+                        WriteKind::Update { base: live.version },
+                    )
+                    .await
+                }
+                None => {
+                    self.write_once(id, None, WriteKind::Delete { base: None })
+                        .await
+                }
+            };
+            match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(subscription_id = id, error = %e, "Cannot repair after a lost write.");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Creates a subscription; decided in log order against the owner cap
+    /// and idempotency keys, the same on every instance.
+    pub async fn create(
+        &self,
+        sub: &Subscription,
+    ) -> Result<Result<Arc<LiveSubscription>, Rejection>, StoreError> {
+        let decision = self.write(&sub.id, Some(sub), WriteKind::Create).await?;
+        Ok(decision.map(|()| self.get(&sub.id).expect("applied create is in the view")))
+    }
+
+    /// Changes a subscription: `change` is applied to the latest version and
+    /// written based on it. When another write won meanwhile, the change is
+    /// merged onto the newer version and tried again, unless `if_match`
+    /// pins the version (then the answer is the rejection). `change`
+    /// returning false writes nothing.
+    pub async fn update(
+        &self,
+        id: &str,
+        if_match: Option<i64>,
+        mut change: impl FnMut(&mut Subscription) -> bool,
+    ) -> Result<Result<Arc<LiveSubscription>, Rejection>, StoreError> {
+        let mut last = Rejection::Gone;
+        for _ in 0..UPDATE_TRIES {
+            let Some(live) = self.get(id) else {
+                return Ok(Err(Rejection::Gone));
+            };
+            if let Some(expected) = if_match {
+                if expected != live.version {
+                    return Ok(Err(Rejection::Stale {
+                        current: live.version,
+                    }));
+                }
+            }
+            let mut sub = live.sub.clone();
+            if !change(&mut sub) {
+                return Ok(Ok(live));
+            }
+            let kind = WriteKind::Update { base: live.version };
+            match self.write(id, Some(&sub), kind).await? {
+                Ok(()) => {
+                    return Ok(self.get(id).ok_or(Rejection::Gone));
+                }
+                Err(Rejection::Stale { current }) if if_match.is_none() => {
+                    last = Rejection::Stale { current };
+                }
+                Err(rejection) => return Ok(Err(rejection)),
+            }
+        }
+        Ok(Err(last))
+    }
+
+    /// Deletes a subscription (tombstone), optionally only at a version.
+    pub async fn delete(
+        &self,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Result<(), Rejection>, StoreError> {
+        self.write(id, None, WriteKind::Delete { base: if_match })
+            .await
+    }
+
+    async fn produce_and_wait(
+        &self,
+        id: &str,
+        value: Option<&[u8]>,
+        kind: &str,
+        write_id: &str,
+    ) -> Result<(), StoreError> {
+        let headers = crate::kafka::headers([(WRITE_HEADER, kind), (WRITE_ID_HEADER, write_id)]);
+        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
+            .key(id)
+            .headers(headers);
         if let Some(value) = value {
             record = record.payload(value);
         }
@@ -263,5 +610,215 @@ impl SubscriptionStore {
                 timeout: self.write_timeout,
             })
         }
+    }
+}
+
+/// What the record's headers say about a write.
+pub struct Written<'a> {
+    pub kind: Option<WriteKind>,
+    pub write_id: Option<&'a str>,
+    /// The record's timestamp, unix milliseconds.
+    pub at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(id: &str, owner: &str) -> Subscription {
+        let mut s = Subscription::new(
+            owner.into(),
+            "https://example.com/h".into(),
+            vec!["*".into()],
+        );
+        s.id = id.into();
+        s
+    }
+
+    fn apply(
+        view: &mut View,
+        id: &str,
+        kind: WriteKind,
+        s: Option<Subscription>,
+        at: i64,
+        offset: i64,
+    ) -> Result<(), Rejection> {
+        let decision = view.decide(id, kind, s.as_ref(), 2, at);
+        if decision.is_ok() {
+            view.remove(id);
+            match s {
+                Some(s) => view.insert(Arc::new(LiveSubscription::new(s).at_version(offset))),
+                None => {
+                    view.deleted.insert(id.to_string());
+                }
+            }
+        }
+        decision
+    }
+
+    #[test]
+    fn writes_based_on_a_stale_version_or_a_deleted_subscription_do_not_apply() {
+        let mut v = View::default();
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Create, Some(sub("a", "o")), 0, 1),
+            Ok(())
+        );
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Create, Some(sub("a", "o")), 0, 2),
+            Err(Rejection::Exists)
+        );
+        assert_eq!(
+            apply(
+                &mut v,
+                "a",
+                WriteKind::Update { base: 1 },
+                Some(sub("a", "o")),
+                0,
+                3
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            apply(
+                &mut v,
+                "a",
+                WriteKind::Update { base: 1 },
+                Some(sub("a", "o")),
+                0,
+                4
+            ),
+            Err(Rejection::Stale { current: 3 })
+        );
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Delete { base: Some(1) }, None, 0, 5),
+            Err(Rejection::Stale { current: 3 })
+        );
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Delete { base: None }, None, 0, 6),
+            Ok(())
+        );
+        // A delete is final.
+        assert_eq!(
+            apply(
+                &mut v,
+                "a",
+                WriteKind::Update { base: 3 },
+                Some(sub("a", "o")),
+                0,
+                7
+            ),
+            Err(Rejection::Gone)
+        );
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Create, Some(sub("a", "o")), 0, 8),
+            Err(Rejection::Gone)
+        );
+        assert!(v.by_id.is_empty());
+        // An update of an id never seen is a compaction survivor.
+        assert_eq!(
+            apply(
+                &mut v,
+                "b",
+                WriteKind::Update { base: 40 },
+                Some(sub("b", "o")),
+                0,
+                9
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_owner_cap_and_idempotency_keys_are_decided_in_log_order() {
+        let mut v = View::default();
+        assert_eq!(
+            apply(&mut v, "a", WriteKind::Create, Some(sub("a", "o")), 0, 1),
+            Ok(())
+        );
+        assert_eq!(
+            apply(&mut v, "b", WriteKind::Create, Some(sub("b", "o")), 0, 2),
+            Ok(())
+        );
+        assert_eq!(
+            apply(&mut v, "c", WriteKind::Create, Some(sub("c", "o")), 0, 3),
+            Err(Rejection::CapReached { cap: 2 })
+        );
+        assert_eq!(
+            apply(&mut v, "d", WriteKind::Create, Some(sub("d", "p")), 0, 4),
+            Ok(())
+        );
+        let keyed = |id: &str, hash: &str| {
+            let mut s = sub(id, "q");
+            s.idempotency = Some(IdempotencyKey {
+                key: "k1".into(),
+                body_hash: hash.into(),
+                at_ms: 0,
+            });
+            s
+        };
+        assert_eq!(
+            apply(
+                &mut v,
+                "e",
+                WriteKind::Create,
+                Some(keyed("e", "h")),
+                1000,
+                5
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            apply(
+                &mut v,
+                "f",
+                WriteKind::Create,
+                Some(keyed("f", "h")),
+                2000,
+                6
+            ),
+            Err(Rejection::Duplicate {
+                id: "e".into(),
+                same_body: true
+            })
+        );
+        assert_eq!(
+            apply(
+                &mut v,
+                "g",
+                WriteKind::Create,
+                Some(keyed("g", "other")),
+                3000,
+                7
+            ),
+            Err(Rejection::Duplicate {
+                id: "e".into(),
+                same_body: false
+            })
+        );
+        // After 24 h the key may be used again.
+        assert_eq!(
+            apply(
+                &mut v,
+                "h",
+                WriteKind::Create,
+                Some(keyed("h", "h")),
+                1000 + IDEMPOTENCY_WINDOW_MS + 1,
+                8
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn write_kinds_round_trip_through_their_header() {
+        for kind in [
+            WriteKind::Create,
+            WriteKind::Update { base: 17 },
+            WriteKind::Delete { base: None },
+            WriteKind::Delete { base: Some(4) },
+        ] {
+            assert_eq!(WriteKind::parse(&kind.header()), Some(kind));
+        }
+        assert_eq!(WriteKind::parse("update:x"), None);
     }
 }

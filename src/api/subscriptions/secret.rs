@@ -48,21 +48,26 @@ pub async fn rotate_secret(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let mut sub = find(&state, &caller, &id)?;
-    let now = Utc::now();
+    let sub = find(&state, &caller, &id)?;
     let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
         .unwrap_or_else(|_| chrono::Duration::days(1));
-    sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
-    sub.previous_secret_expires_at = Some(now + grace);
-    sub.updated_at = now;
-    state
+    // Rotated on the latest version; the answer is the secret that won, so
+    // the secret returned is the one that signs.
+    let written = state
         .shared
         .store
-        .put(&sub)
+        .update(&sub.id, None, |sub| {
+            let now = Utc::now();
+            sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
+            sub.previous_secret_expires_at = Some(now + grace);
+            sub.updated_at = now;
+            true
+        })
         .await
-        .map_err(|e| ApiError::unavailable(&e))?;
+        .map_err(|e| ApiError::unavailable(&e))?
+        .map_err(|r| super::rejected(r, false))?;
     tracing::info!(subscription_id = %sub.id, "Secret rotated.");
     Ok(Json(SecretView {
-        secret: sub.secret.expose().to_string(),
+        secret: written.sub.secret.expose().to_string(),
     }))
 }

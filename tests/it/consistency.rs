@@ -1,0 +1,206 @@
+//! Subscription state every instance agrees on: writes are decided in log
+//! order, so concurrent API calls cannot undo each other.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::support::*;
+
+const HOOK: &str = "http://127.0.0.1:9/hook";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_racing_patches_and_rotations_is_never_undone() {
+    let deployment = Deployment::new("delrace");
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    for trial in 0..20 {
+        let (id, _) = api.subscribe(HOOK, &["points.earned"], None).await;
+        let path = format!("/v1/subscriptions/{id}");
+        let rotate = format!("{path}/secret/rotate");
+        let patch = |n: usize| {
+            let (api, path) = (&api, &path);
+            async move {
+                api.call("PATCH", path, Some(json!({"description": format!("p{n}")})))
+                    .await
+                    .0
+            }
+        };
+        let (deleted, patched, rotated) = tokio::join!(
+            api.call("DELETE", &path, None),
+            join_all((0..3).map(patch)),
+            join_all((0..2).map(|_| async { api.call("POST", &rotate, None).await.0 })),
+        );
+        assert_eq!(deleted.0, 204, "trial {trial}");
+        for status in patched.into_iter().chain(rotated) {
+            assert!(
+                [200, 404, 409].contains(&status),
+                "trial {trial}: a racing write answered {status}"
+            );
+        }
+        let (status, v) = api.call("GET", &path, None).await;
+        assert_eq!(
+            status, 404,
+            "trial {trial}: the deleted subscription came back: {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_patches_of_different_fields_both_stay() {
+    let deployment = Deployment::new("patches");
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    for trial in 0..10 {
+        let (id, _) = api.subscribe(HOOK, &["points.earned"], None).await;
+        let path = format!("/v1/subscriptions/{id}");
+        let description = format!("d{trial}");
+        let (a, b) = tokio::join!(
+            api.call("PATCH", &path, Some(json!({"description": description}))),
+            api.call("PATCH", &path, Some(json!({"metadata": {"trial": trial}}))),
+        );
+        assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+        let (_, v) = api.call("GET", &path, None).await;
+        assert_eq!(v["description"], description.as_str(), "trial {trial}: {v}");
+        assert_eq!(v["metadata"]["trial"], trial, "trial {trial}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_rotations_each_return_a_secret_that_was_applied() {
+    let deployment = Deployment::new("rotations");
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    let (id, first) = api.subscribe(HOOK, &["points.earned"], None).await;
+    let rotate = format!("/v1/subscriptions/{id}/secret/rotate");
+    let answers = join_all((0..20).map(|_| api.call("POST", &rotate, None))).await;
+    let mut returned = BTreeSet::new();
+    for (status, v) in &answers {
+        assert!([200, 409].contains(status), "{status} {v}");
+        if *status == 200 {
+            returned.insert(v["secret"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(!returned.contains(&first));
+    // Every 200 applied its own rotation: as many distinct secrets, and the
+    // one that signs now is one of them.
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(returned.len(), ok, "two calls returned the same secret");
+    let (_, now) = api
+        .call("GET", &format!("/v1/subscriptions/{id}/secret"), None)
+        .await;
+    assert!(
+        returned.contains(now["secret"].as_str().unwrap()),
+        "the secret that signs was never returned: {now}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_cap_holds_for_parallel_creates_through_two_instances() {
+    let deployment = Deployment::new("cap").api("max_subscriptions_per_owner = 50");
+    let a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    let (alice_a, alice_b) = (a.api_client("alice-token"), b.api_client("alice-token"));
+    let body = json!({"url": HOOK, "event_types": ["points.earned"]});
+    let creates = (0..200).map(|n| {
+        let api = if n % 2 == 0 { &alice_a } else { &alice_b };
+        let body = body.clone();
+        async move { api.call("POST", "/v1/subscriptions", Some(body)).await }
+    });
+    let answers = join_all(creates).await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 50, "creates that answered 201");
+    for (status, v) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*status, 409, "{v}");
+        assert_eq!(v["error"]["code"], "limit_reached", "{v}");
+    }
+    for api in [&alice_a, &alice_b] {
+        let (_, page) = api.call("GET", "/v1/subscriptions?limit=250", None).await;
+        assert_eq!(
+            page["data"].as_array().unwrap().len(),
+            50,
+            "on every instance"
+        );
+    }
+    // The admin creating for alice is held to the same cap.
+    let (status, v) = a
+        .api_client(ADMIN_TOKEN)
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"url": HOOK, "event_types": ["points.earned"], "owner": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_retried_with_one_idempotency_key_creates_one_subscription() {
+    let deployment = Deployment::new("idem");
+    let instance = Instance::start(&deployment).await;
+    let other = Instance::start(&deployment).await;
+    let bob = instance.api_client("bob-token");
+    let bob_elsewhere = other.api_client("bob-token");
+    let body = json!({"url": HOOK, "event_types": ["tier.changed"]});
+    let key = [("Idempotency-Key", "create-crm-hook-1")];
+    let mut ids = BTreeSet::new();
+    for n in 0..5 {
+        let api = if n % 2 == 0 { &bob } else { &bob_elsewhere };
+        let (status, _, v) = api
+            .call_with("POST", "/v1/subscriptions", &key, Some(body.clone()))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "one subscription for one key: {ids:?}");
+    let (_, page) = bob.call("GET", "/v1/subscriptions", None).await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    let (status, _, v) = bob
+        .call_with(
+            "POST",
+            "/v1/subscriptions",
+            &key,
+            Some(json!({"url": HOOK, "event_types": ["points.earned"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["code"], "idempotency_key_reused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn if_match_with_a_stale_etag_answers_412() {
+    let deployment = Deployment::new("ifmatch");
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    let (id, _) = api.subscribe(HOOK, &["points.earned"], None).await;
+    let path = format!("/v1/subscriptions/{id}");
+    let (status, headers, _) = api.call_with("GET", &path, &[], None).await;
+    assert_eq!(status, 200);
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let (status, _, v) = api
+        .call_with(
+            "PATCH",
+            &path,
+            &[("If-Match", &etag)],
+            Some(json!({"description": "a"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _, v) = api
+        .call_with(
+            "PATCH",
+            &path,
+            &[("If-Match", &etag)],
+            Some(json!({"description": "b"})),
+        )
+        .await;
+    assert_eq!(status, 412, "{v}");
+    assert_eq!(v["error"]["code"], "version_conflict");
+    let (status, _, _) = api
+        .call_with("DELETE", &path, &[("If-Match", &etag)], None)
+        .await;
+    assert_eq!(status, 412);
+    let (_, v) = api.call("GET", &path, None).await;
+    assert_eq!(v["description"], "a");
+}
