@@ -112,7 +112,14 @@ pub async fn replay(
                     "at most 1000 ids per call",
                 ));
             }
-            let (found, missing) = dead_letters.by_ids(&body.subscription_id, ids);
+            // A repeated id is one id.
+            let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+            for id in ids {
+                if !unique.contains(id) {
+                    unique.push(id.clone());
+                }
+            }
+            let (found, missing) = dead_letters.by_ids(&body.subscription_id, &unique);
             if !missing.is_empty() {
                 return Err(ApiError::invalid(
                     "unknown_dead_letters",

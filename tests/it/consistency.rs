@@ -204,3 +204,52 @@ async fn if_match_with_a_stale_etag_answers_412() {
     let (_, v) = api.call("GET", &path, None).await;
     assert_eq!(v["description"], "a");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_input_gets_json_errors_and_urls_are_stored_normalized() {
+    let deployment = Deployment::new("hygiene");
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    // Control characters in a URL are refused, not stored as typed.
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"url": "http://127.0.0.1:9/\thook", "event_types": ["points.earned"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_url");
+    // What is stored is what the sender uses.
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"url": "HTTP://LOCALHOST:9/a b", "event_types": ["points.earned"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["url"], "http://localhost:9/a%20b");
+    // Filters have size limits.
+    let (status, v) = api
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"url": HOOK, "event_types": ["points.earned"],
+                        "filter": {"data.x": {"$in": vec![1; 1000]}}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    // A path segment that is not UTF-8 answers in the JSON error format.
+    let (status, v) = api.call("GET", "/v1/subscriptions/%FF%FE", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    // The Bearer scheme is case-insensitive.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/v1/subscriptions", instance.api))
+        .header("authorization", format!("bearer {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
-use super::{ApiJson, ApiQuery, AppState};
+use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::events::filter::Filter;
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::store::{IdempotencyKey, Rejection};
@@ -195,10 +195,19 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+/// Checks a URL and returns it in the normalized form the sender uses (no
+/// raw tabs, spaces or backslashes kept as typed; hosts percent-decoded and
+/// lower-cased), which is what is stored and shown.
+async fn check_url(state: &AppState, url: &str) -> Result<String, ApiError> {
+    if url.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(
+            "invalid_url",
+            "url must not contain control characters (tabs, newlines, NUL)",
+        ));
+    }
     crate::net::check_url(url, &state.shared.settings.security.destination_policy())
         .await
-        .map(|_| ())
+        .map(|parsed| parsed.to_string())
         .map_err(|e| ApiError::invalid("invalid_url", e.to_string()))
 }
 
@@ -330,7 +339,7 @@ pub async fn create(
             ),
         ));
     }
-    check_url(&state, &body.url).await?;
+    let url = check_url(&state, &body.url).await?;
     check_event_types(&state, &body.event_types)?;
     check_fields(
         body.description.as_ref(),
@@ -338,7 +347,7 @@ pub async fn create(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
-    let mut sub = Subscription::new(owner, body.url, body.event_types);
+    let mut sub = Subscription::new(owner, url, body.event_types);
     sub.description = body.description;
     sub.filter = body.filter;
     sub.rate_limit = body.rate_limit;
@@ -444,7 +453,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let live = find_live(&state, &caller, &id)?;
     Ok((
@@ -467,15 +476,16 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
     let pinned = if_match(&headers)?;
     let sub = find(&state, &caller, &id)?;
-    if let Some(url) = &body.url {
-        check_url(&state, url).await?;
-    }
+    let url = match &body.url {
+        Some(url) => Some(check_url(&state, url).await?),
+        None => None,
+    };
     if let Some(types) = &body.event_types {
         check_event_types(&state, types)?;
     }
@@ -496,7 +506,7 @@ pub async fn update(
         .shared
         .store
         .update(&sub.id, pinned, |sub| {
-            if let Some(url) = &body.url {
+            if let Some(url) = &url {
                 sub.url = url.clone();
             }
             if let Some(types) = &body.event_types {
@@ -548,7 +558,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let pinned = if_match(&headers)?;

@@ -1,6 +1,6 @@
 //! A subscription's signing secret: read it, rotate it with a grace period.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::find;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::AppState;
+use crate::api::{ApiPath, AppState};
 use crate::subscriptions::Secret;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,7 +27,7 @@ pub struct SecretView {
 pub async fn secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
     let sub = find(&state, &caller, &id)?;
     Ok(Json(SecretView {
@@ -46,7 +46,7 @@ pub async fn secret(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
     let sub = find(&state, &caller, &id)?;
     let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
