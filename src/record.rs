@@ -21,6 +21,10 @@ pub const DEAD_REASON: &str = "rewardhooks-dead-reason";
 /// Times the delivery was parked in a tier without an attempt since its last
 /// attempt: each park goes one tier further.
 pub const PARKED: &str = "rewardhooks-parked";
+/// The subscriptions-topic positions fan-out's view had applied when it
+/// matched the event (`<partition>:<offset>,…`): a delivery stage whose view
+/// is behind that waits before it calls the subscription deleted.
+pub const VIEW: &str = "rewardhooks-view";
 
 /// Why a delivery ended in the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub struct DeliveryHeaders {
     pub dead_reason: Option<DeadReason>,
     /// Parked without an attempt this many times since the last attempt.
     pub parked: u32,
+    /// Subscriptions-topic positions applied at fan-out.
+    pub view: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +134,9 @@ impl DeliveryHeaders {
         if self.parked > 0 {
             pairs.push((PARKED, self.parked.to_string()));
         }
+        if let Some(v) = &self.view {
+            pairs.push((VIEW, v.clone()));
+        }
         crate::kafka::headers(
             [
                 (EVENT_ID, self.event_id.as_str()),
@@ -160,6 +169,7 @@ impl DeliveryHeaders {
             dead_at_ms: num(DEAD_AT),
             dead_reason: get(DEAD_REASON).and_then(DeadReason::parse),
             parked: get(PARKED).and_then(|v| v.parse().ok()).unwrap_or(0),
+            view: get(VIEW).map(str::to_string),
         })
     }
 }
@@ -195,6 +205,7 @@ mod tests {
             dead_at_ms: Some(5000),
             dead_reason: Some(DeadReason::Gone),
             parked: 2,
+            view: Some("0:41".into()),
         };
         let back = DeliveryHeaders::from_kafka(Some(&h.to_kafka())).unwrap();
         assert_eq!(back, h);

@@ -14,6 +14,10 @@ use super::flow::{Admit, Circuit, TokenBucket, Transition};
 use crate::metrics::METRICS;
 use crate::subscriptions::RateLimit;
 
+/// How long a lane waits for its view to catch up with fan-out's before it
+/// calls a subscription it does not know deleted.
+const VIEW_WAIT: Duration = Duration::from_secs(30);
+
 /// How long a lane waits for work before it ends.
 const IDLE: Duration = Duration::from_secs(60);
 
@@ -96,6 +100,16 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         if !job.record.is_current() {
             tracing::debug!(subscription_id = %job.subscription_id, event_id = %job.headers.event_id, "Partition revoked; its new owner delivers this.");
             continue;
+        }
+        // A view that is behind the one fan-out matched with waits (this
+        // lane only) before it calls the subscription deleted.
+        if deliverer.shared.store.get(&job.subscription_id).is_none() {
+            if let Some(view) = &job.headers.view {
+                let store = &deliverer.shared.store;
+                if !store.wait_positions(view, VIEW_WAIT).await {
+                    tracing::warn!(subscription_id = %job.subscription_id, "The subscription view stayed behind fan-out's; treating the subscription as deleted.");
+                }
+            }
         }
         let Some((job, live)) = deliverer.live_for(job) else {
             continue;

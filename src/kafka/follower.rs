@@ -48,6 +48,11 @@ impl Applied {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// The highest offset applied on a partition.
+    pub fn offset(&self, partition: i32) -> Option<i64> {
+        self.offsets().get(&partition).copied()
+    }
+
     pub fn has(&self, partition: i32, offset: i64) -> bool {
         self.offsets().get(&partition).is_some_and(|o| *o >= offset)
     }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -233,6 +233,8 @@ pub struct SubscriptionStore {
     view: RwLock<View>,
     /// `api.max_subscriptions_per_owner`, part of the create rule.
     max_per_owner: usize,
+    /// The topic's partitions (known once following).
+    partitions: std::sync::OnceLock<Vec<i32>>,
     /// This instance's writes awaiting their decision, by write id.
     pending: Mutex<HashMap<String, Option<Result<(), Rejection>>>>,
     /// Encrypts secrets on the way to Kafka and decrypts them on the way back.
@@ -254,6 +256,7 @@ impl SubscriptionStore {
         Arc::new(SubscriptionStore {
             view: RwLock::new(View::default()),
             max_per_owner,
+            partitions: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             cipher,
             applied: Applied::default(),
@@ -277,6 +280,9 @@ impl SubscriptionStore {
                 source,
             })?;
         let ends = follower.ends.clone();
+        let mut partitions: Vec<i32> = ends.keys().copied().collect();
+        partitions.sort();
+        let _ = self.partitions.set(partitions);
         let store = self.clone();
         store.check_caught_up(&ends);
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
@@ -377,6 +383,96 @@ impl SubscriptionStore {
 
     pub fn is_ready(&self) -> bool {
         self.applied.is_ready()
+    }
+
+    /// The read fence: returns once the view has applied the topic up to end
+    /// offsets read now, so every write acknowledged before this call is in
+    /// the view. One end-offset lookup; retried while the broker is away.
+    pub async fn fence(&self) {
+        let Some(partitions) = self.partitions.get().cloned() else {
+            return;
+        };
+        let ends = loop {
+            let producer = self.producer.clone();
+            let topic = self.topic.clone();
+            let partitions = partitions.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                partitions
+                    .iter()
+                    .map(|p| {
+                        producer
+                            .client()
+                            .fetch_watermarks(&topic, *p, Timeout::After(Duration::from_secs(5)))
+                            .map(|(_, high)| (*p, high))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+            match read {
+                Ok(Ok(ends)) => break ends,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Read fence: cannot read the subscriptions topic's end; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(_) => return,
+            }
+        };
+        self.wait_applied(&ends).await;
+    }
+
+    /// Waits until the view has applied everything below these end offsets.
+    async fn wait_applied(&self, ends: &[(i32, i64)]) {
+        for (partition, high) in ends {
+            if *high <= 0 {
+                continue;
+            }
+            while !self
+                .applied
+                .wait_for(*partition, high - 1, Duration::from_secs(10))
+                .await
+            {
+                tracing::warn!(
+                    partition,
+                    offset = high - 1,
+                    "The subscription view is behind the topic; waiting."
+                );
+            }
+        }
+    }
+
+    /// The positions this view has applied, as a delivery record carries
+    /// them (`<partition>:<offset>,…`).
+    pub fn positions(&self) -> String {
+        self.partitions
+            .get()
+            .map(|ps| {
+                ps.iter()
+                    .filter_map(|p| self.applied.offset(*p).map(|o| format!("{p}:{o}")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (at most `timeout`) until this view has applied `positions`
+    /// (from [`positions`](Self::positions) of another instance); false when
+    /// it did not in time.
+    pub async fn wait_positions(&self, positions: &str, timeout: Duration) -> bool {
+        let wanted: Vec<(i32, i64)> = positions
+            .split(',')
+            .filter_map(|pair| {
+                let (p, o) = pair.split_once(':')?;
+                Some((p.parse().ok()?, o.parse().ok()?))
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (partition, offset) in wanted {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.applied.wait_for(partition, offset, left).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Waits until the view has caught up with the topic.

@@ -253,3 +253,37 @@ async fn hostile_input_gets_json_errors_and_urls_are_stored_normalized() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_acknowledged_before_an_event_is_produced_gets_it_through_either_instance() {
+    let deployment = Deployment::new("fence");
+    let a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    let receiver = Receiver::start(200, std::time::Duration::ZERO).await;
+    let producer = producer();
+    let apis = [a.api_client(ADMIN_TOKEN), b.api_client(ADMIN_TOKEN)];
+    for n in 0..50 {
+        let customer = format!("cus_fence_{n}");
+        // A filter only this event matches: the event reaches its
+        // subscription or nothing.
+        apis[n % 2]
+            .subscribe(
+                &receiver.url,
+                &["points.earned"],
+                Some(json!({"data.customer_id": customer})),
+            )
+            .await;
+        let mut data = sample_data("points.earned", n);
+        data["customer_id"] = json!(customer);
+        let e = event("points.earned", &format!("evt_fence{n}"), data);
+        produce_structured(&producer, &deployment.input, &e).await;
+    }
+    eventually(
+        "every event reached the subscription created just before it",
+        std::time::Duration::from_secs(60),
+        || receiver.distinct_ids().len() == 50,
+    )
+    .await;
+}
