@@ -158,6 +158,14 @@ impl Deliverer {
     /// (deleted by its owner).
     pub(super) fn live_for(self: &Arc<Self>, job: Job) -> Option<(Job, Arc<LiveSubscription>)> {
         match self.shared.store.get(&job.subscription_id) {
+            // Its secret is sealed with a key this instance lacks: held
+            // until the key arrives (or another instance delivers).
+            Some(live) if live.unknown_key.is_some() => {
+                let deliverer = self.clone();
+                tokio::spawn(async move { deliverer.park(job, Park::Paused).await });
+                drop(live);
+                None
+            }
             Some(live) if live.sub.status == Status::Active => Some((job, live)),
             Some(live) if live.sub.status == Status::Paused => {
                 let held_ms = Utc::now().timestamp_millis() - job.headers.event_time_ms;

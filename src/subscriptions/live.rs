@@ -15,6 +15,9 @@ pub struct LiveSubscription {
     pub sub: Subscription,
     /// The offset of the subscriptions-topic record that made this version.
     pub version: i64,
+    /// Set when the secret is sealed with a secrets key this instance does
+    /// not have: it matches, but cannot sign.
+    pub unknown_key: Option<String>,
     pub filter: Option<Filter>,
     /// HMAC keys decoded once: the current secret's, and the previous one's
     /// with the end of its grace period.
@@ -38,6 +41,7 @@ impl LiveSubscription {
         LiveSubscription {
             sub,
             version: -1,
+            unknown_key: None,
             filter,
             key,
             previous_key,

@@ -46,6 +46,10 @@ pub enum StoreError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "subscription {id} is sealed with secrets key {key_id}, which this instance does not have"
+    )]
+    UnknownKey { id: String, key_id: String },
     #[error("subscription {id} was written but not read back within {timeout:?}")]
     ReadBackTimeout { id: String, timeout: Duration },
     #[error("cannot follow the subscriptions topic {topic}: {source}")]
@@ -148,6 +152,9 @@ impl View {
                 .subscriptions
                 .with_label_values(&[old.sub.status.as_str()])
                 .dec();
+            if old.unknown_key.is_some() {
+                METRICS.unknown_key_subscriptions.dec();
+            }
         }
     }
 
@@ -158,6 +165,9 @@ impl View {
             .with_label_values(&[sub.status.as_str()])
             .inc();
         *self.owned.entry(sub.owner.clone()).or_default() += 1;
+        if live.unknown_key.is_some() {
+            METRICS.unknown_key_subscriptions.inc();
+        }
         if let Some(idem) = &sub.idempotency {
             self.idempotency.insert(
                 (sub.owner.clone(), idem.key.clone()),
@@ -321,15 +331,29 @@ impl SubscriptionStore {
         partition: i32,
         offset: i64,
     ) {
+        let mut unknown_key = None;
         let parsed = match payload {
             None => None,
-            Some(bytes) => match serde_json::from_slice::<Subscription>(bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|sub| self.open_secrets(sub).map_err(|e| e.to_string()))
-            {
-                Ok(sub) => Some(sub),
+            Some(bytes) => match serde_json::from_slice::<Subscription>(bytes) {
+                Ok(sub) => match self.open_secrets(sub.clone()) {
+                    Ok(sub) => Some(sub),
+                    // Written with a secrets key this instance does not have
+                    // (yet: a key rollout). Its types and filter are plain,
+                    // so it still matches; its deliveries are parked here
+                    // until the key arrives, never dropped.
+                    Err(CipherError::UnknownKey(kid)) => {
+                        tracing::error!(subscription_id = %sub.id, key_id = %kid, "Subscription secret sealed with an unknown secrets key; its deliveries wait on this instance.");
+                        unknown_key = Some(kid);
+                        Some(sub)
+                    }
+                    Err(e) => {
+                        tracing::error!(partition, offset, error = %e, "Skipping unreadable subscription record.");
+                        self.decided(write.write_id, Err(Rejection::Gone));
+                        self.applied.record(partition, offset);
+                        return;
+                    }
+                },
                 Err(e) => {
-                    // Not applied: a subscription without its secret cannot sign.
                     tracing::error!(partition, offset, error = %e, "Skipping unreadable subscription record.");
                     self.decided(write.write_id, Err(Rejection::Gone));
                     self.applied.record(partition, offset);
@@ -358,8 +382,9 @@ impl SubscriptionStore {
                 view.remove(&id);
                 match parsed {
                     Some(sub) => {
-                        let live = Arc::new(LiveSubscription::new(sub).at_version(offset));
-                        view.insert(live);
+                        let mut live = LiveSubscription::new(sub).at_version(offset);
+                        live.unknown_key = unknown_key;
+                        view.insert(Arc::new(live));
                     }
                     None => {
                         view.deleted.insert(id);
@@ -514,6 +539,18 @@ impl SubscriptionStore {
         (items, more)
     }
 
+    /// Secrets key ids subscriptions are sealed with that this instance
+    /// does not have, with how many subscriptions each.
+    pub fn unknown_keys(&self) -> BTreeMap<String, usize> {
+        let mut keys = BTreeMap::new();
+        for live in self.read().by_id.values() {
+            if let Some(kid) = &live.unknown_key {
+                *keys.entry(kid.clone()).or_default() += 1;
+            }
+        }
+        keys
+    }
+
     pub fn count_owned(&self, owner: &str) -> usize {
         self.read().owned.get(owner).copied().unwrap_or(0)
     }
@@ -585,6 +622,10 @@ impl SubscriptionStore {
     async fn repair(&self, id: &str) {
         for _ in 0..3 {
             let current = self.get(id);
+            if current.as_ref().is_some_and(|l| l.unknown_key.is_some()) {
+                // Its sealed secret cannot be written back from here.
+                return;
+            }
             let outcome = match &current {
                 Some(live) => {
                     self.write_once(
@@ -642,6 +683,12 @@ impl SubscriptionStore {
                         current: live.version,
                     }));
                 }
+            }
+            if let Some(kid) = &live.unknown_key {
+                return Err(StoreError::UnknownKey {
+                    id: id.to_string(),
+                    key_id: kid.clone(),
+                });
             }
             let mut sub = live.sub.clone();
             if !change(&mut sub) {

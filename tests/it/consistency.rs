@@ -287,3 +287,77 @@ async fn a_subscription_acknowledged_before_an_event_is_produced_gets_it_through
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn during_a_secrets_key_rollout_nothing_is_dropped_and_deliveries_flow_once_both_know_the_key(
+) {
+    const NEW_KEY: &str = "cmV3YXJkaG9va3Mtcm9sbG91dC1rZXktbnVtYmVyLTI=";
+    let deployment = Deployment::new("rollout").delivery(r#"retry_schedule = ["1s", "2s"]"#);
+    // A has the new key (the old one still decrypts); B has only the old.
+    let mut with_new = deployment.clone();
+    with_new
+        .env
+        .push(("REWARDHOOKS__SECURITY__SECRETS_KEY".into(), NEW_KEY.into()));
+    with_new.env.push((
+        "REWARDHOOKS__SECURITY__PREVIOUS_SECRETS_KEYS".into(),
+        SECRETS_KEY.into(),
+    ));
+    let a = Instance::start(&with_new).await;
+    let mut b = Instance::start(&deployment).await;
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    let receiver = Receiver::start(200, std::time::Duration::ZERO).await;
+    let (id, secret) = a
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    // B sees the subscription but cannot read its secret: it says so.
+    let readyz = format!("{}/readyz", b.api);
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        body = serde_json::from_str(&text).unwrap();
+        if body["unknown_secrets_keys"]
+            .as_object()
+            .is_some_and(|k| !k.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        body["unknown_secrets_keys"]
+            .as_object()
+            .is_some_and(|k| !k.is_empty()),
+        "{body}"
+    );
+    let (status, _) = b
+        .api_client(ADMIN_TOKEN)
+        .call("GET", &format!("/v1/subscriptions/{id}/secret"), None)
+        .await;
+    assert_eq!(status, 503);
+    produce_many(&deployment, "points.earned", "evt_rollout", 30).await;
+    // What A delivers arrives; what waits on B is parked, never dropped.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for instance in [&a, &b] {
+        let dropped = sample_sum(
+            &metrics(instance).await,
+            "rewardhooks_deliveries_dropped_total",
+            &[],
+        );
+        assert_eq!(dropped, 0.0);
+    }
+    // B gets the key: everything arrives, signed with the one secret.
+    b.terminate();
+    let b = Instance::start(&with_new).await;
+    eventually(
+        "every delivery once both instances know the key",
+        std::time::Duration::from_secs(60),
+        || receiver.distinct_ids().len() == 30,
+    )
+    .await;
+    for r in receiver.received() {
+        r.verify(&secret).unwrap();
+    }
+    drop(b);
+}

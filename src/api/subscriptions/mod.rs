@@ -285,6 +285,24 @@ pub(in crate::api) fn find(
     find_live(state, caller, id).map(|live| live.sub.clone())
 }
 
+/// The subscription, when this instance can also sign for it (it has the
+/// secrets key its secret is sealed with); 503 otherwise.
+pub(in crate::api) fn find_usable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Subscription, ApiError> {
+    let live = find_live(state, caller, id)?;
+    if let Some(kid) = &live.unknown_key {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("this instance does not have secrets key {kid} yet; try again during the key rollout or through another instance"),
+        ));
+    }
+    Ok(live.sub.clone())
+}
+
 /// The same, with its version.
 pub(in crate::api) fn find_live(
     state: &AppState,

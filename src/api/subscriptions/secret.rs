@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::find;
+use super::{find, find_usable};
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::{ApiPath, AppState};
@@ -29,7 +29,7 @@ pub async fn secret(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id)?;
     Ok(Json(SecretView {
         secret: sub.secret.expose().to_string(),
     }))

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::find;
+use super::find_usable;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiPath;
@@ -37,7 +37,7 @@ pub async fn test(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<AttemptRecord>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id)?;
     let Some(kind) = state.shared.catalog.get(&body.event_type) else {
         return Err(ApiError::invalid(
             "invalid_event_types",
