@@ -361,3 +361,87 @@ async fn during_a_secrets_key_rollout_nothing_is_dropped_and_deliveries_flow_onc
     }
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_edit_and_a_circuit_opening_on_another_instance_both_stay() {
+    let deployment = Deployment::new("circuitedit")
+        .delivery(r#"retry_schedule = ["1s", "1s", "1s", "1s", "1s", "1s"]"#)
+        .delivery("circuit_breaker_threshold = 3")
+        .delivery(r#"circuit_breaker_cooldown = "2s""#);
+    let a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    let failing = Receiver::start(500, std::time::Duration::ZERO).await;
+    let healthy = Receiver::start(200, std::time::Duration::ZERO).await;
+    let api_a = a.api_client(ADMIN_TOKEN);
+    let (id, _) = api_a
+        .subscribe(&failing.url, &["points.earned"], None)
+        .await;
+    let path = format!("/v1/subscriptions/{id}");
+    produce_many(&deployment, "points.earned", "evt_ce", 10).await;
+    // The circuit opens on whichever instance owns the subscription...
+    api_a
+        .get_until(&path, std::time::Duration::from_secs(30), |v| {
+            v["circuit"] == "open"
+        })
+        .await;
+    // ...while the owner moves the endpoint through the other one.
+    let (status, v) = b
+        .api_client(ADMIN_TOKEN)
+        .call("PATCH", &path, Some(json!({"url": healthy.url})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for api in [&api_a, &b.api_client(ADMIN_TOKEN)] {
+        let v = api
+            .get_until(&path, std::time::Duration::from_secs(10), |v| {
+                v["url"] == healthy.url.as_str()
+            })
+            .await;
+        assert_eq!(v["url"], healthy.url.as_str(), "{v}");
+    }
+    eventually(
+        "deliveries go to the new URL",
+        std::time::Duration::from_secs(60),
+        || healthy.distinct_ids().len() == 10,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_subscription_stays_deleted_while_its_circuit_moves_even_after_a_restart() {
+    let deployment = Deployment::new("circuitdelete")
+        .delivery(r#"retry_schedule = ["1s", "1s", "1s", "1s"]"#)
+        .delivery("circuit_breaker_threshold = 2")
+        .delivery(r#"circuit_breaker_cooldown = "1s""#);
+    let a = Instance::start(&deployment).await;
+    a.wait_assigned().await;
+    let failing = Receiver::start(500, std::time::Duration::ZERO).await;
+    let api = a.api_client(ADMIN_TOKEN);
+    let (id, _) = api.subscribe(&failing.url, &["points.earned"], None).await;
+    let path = format!("/v1/subscriptions/{id}");
+    produce_many(&deployment, "points.earned", "evt_cd", 10).await;
+    eventually(
+        "failing attempts",
+        std::time::Duration::from_secs(30),
+        || failing.count() >= 2,
+    )
+    .await;
+    let (status, _) = api.call("DELETE", &path, None).await;
+    assert_eq!(status, 204);
+    // Circuit state changes keep happening for work in flight; none brings
+    // the subscription back.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(api.call("GET", &path, None).await.0, 404);
+    drop(a);
+    let again = Instance::start(&deployment).await;
+    assert_eq!(
+        again
+            .api_client(ADMIN_TOKEN)
+            .call("GET", &path, None)
+            .await
+            .0,
+        404,
+        "after a restart too"
+    );
+}
