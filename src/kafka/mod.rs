@@ -9,7 +9,7 @@ pub mod stage;
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -169,6 +169,11 @@ pub async fn ensure_topics(
         .create()
         .map_err(KafkaSetupError::Client)?;
     let existing = existing_topics(&admin).await?;
+    let present: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| existing.contains(&s.name))
+        .collect();
+    warn_if_weaker(&admin, &present, settings.replication_factor).await;
     let specs: Vec<SpecText<'_>> = specs
         .iter()
         .filter(|s| !existing.contains(&s.name))
@@ -216,6 +221,71 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Warns when a topic that exists already has weaker settings than
+/// rewardhooks would create it with (a shorter DLQ retention, no compaction
+/// for a view topic, `min.insync.replicas` below 2 at replication 3+).
+async fn warn_if_weaker(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[&TopicSpec],
+    replication_factor: i32,
+) {
+    if specs.is_empty() {
+        return;
+    }
+    let resources: Vec<ResourceSpecifier<'_>> = specs
+        .iter()
+        .map(|s| ResourceSpecifier::Topic(&s.name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = match admin.describe_configs(&resources, &options).await {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot describe topic settings; not compared.");
+            return;
+        }
+    };
+    for (spec, result) in specs.iter().zip(described) {
+        let Ok(resource) = result else { continue };
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        for problem in weaker(spec, value, replication_factor) {
+            tracing::warn!(topic = %spec.name, problem = %problem, "Existing topic is weaker than configured.");
+        }
+    }
+}
+
+/// What is weaker about an existing topic's settings (`value` reads one).
+pub fn weaker(
+    spec: &TopicSpec,
+    value: impl Fn(&str) -> Option<String>,
+    replication_factor: i32,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.compact
+        && !value("cleanup.policy").is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
+    {
+        problems.push("cleanup.policy is not compact: the view loses records to retention".into());
+    }
+    if let Some(wanted) = spec.retention {
+        let have = value("retention.ms").and_then(|v| v.parse::<i64>().ok());
+        if let Some(have) = have.filter(|h| *h >= 0 && (*h as u128) < wanted.as_millis()) {
+            problems.push(format!(
+                "retention.ms is {have}, shorter than the configured {} ms",
+                wanted.as_millis()
+            ));
+        }
+    }
+    if replication_factor >= 3 {
+        let isr = value("min.insync.replicas").and_then(|v| v.parse::<i32>().ok());
+        if isr.is_some_and(|isr| isr < 2) {
+            problems.push(
+                "min.insync.replicas is below 2: an acknowledged write can be lost with one broker"
+                    .into(),
+            );
+        }
+    }
+    problems
 }
 
 async fn existing_topics(
@@ -346,4 +416,43 @@ pub fn is_permanent(e: &KafkaError) -> bool {
             | RDKafkaErrorCode::InvalidRecord
             | RDKafkaErrorCode::InvalidTopic
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weaker_existing_topics_are_named() {
+        let dlq = TopicSpec {
+            name: "w.dlq".into(),
+            partitions: 3,
+            compact: false,
+            retention: Some(Duration::from_secs(30 * 86400)),
+        };
+        let settings = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let seven_days = &[("retention.ms", "604800000"), ("min.insync.replicas", "1")];
+        assert_eq!(weaker(&dlq, settings(seven_days), 3).len(), 2);
+        assert_eq!(weaker(&dlq, settings(seven_days), 1).len(), 1);
+        let forever = &[("retention.ms", "-1"), ("min.insync.replicas", "2")];
+        assert!(weaker(&dlq, settings(forever), 3).is_empty());
+        let view = TopicSpec {
+            name: "w.subscriptions".into(),
+            partitions: 1,
+            compact: true,
+            retention: None,
+        };
+        assert_eq!(
+            weaker(&view, settings(&[("cleanup.policy", "delete")]), 1).len(),
+            1
+        );
+        assert!(weaker(&view, settings(&[("cleanup.policy", "compact,delete")]), 1).is_empty());
+    }
 }
