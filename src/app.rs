@@ -43,7 +43,7 @@ pub struct App {
 }
 
 /// The internal topics (and the input topics when asked) to create at start.
-pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
+pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
     let partitions = settings.kafka.partitions;
     let mut specs: Vec<TopicSpec> = [
         &topics.deliveries,

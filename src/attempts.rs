@@ -59,7 +59,7 @@ impl AttemptLog {
         })))
     }
 
-    pub fn add(&self, attempt: AttemptRecord) {
+    pub(crate) fn add(&self, attempt: AttemptRecord) {
         let mut map = self
             .per_subscription
             .write()
@@ -72,7 +72,7 @@ impl AttemptLog {
     }
 
     /// Newest first, at most `limit`, only attempts strictly before `before`.
-    pub fn recent(
+    pub(crate) fn recent(
         &self,
         subscription_id: &str,
         before: Option<DateTime<Utc>>,

@@ -7,24 +7,24 @@ use rdkafka::message::{Headers, OwnedHeaders};
 use crate::events::Event;
 use crate::kafka::header_str;
 
-pub const EVENT_ID: &str = "rewardhooks-event-id";
-pub const EVENT_TYPE: &str = "rewardhooks-event-type";
-pub const EVENT_TIME: &str = "rewardhooks-event-time";
-pub const ATTEMPT: &str = "rewardhooks-attempt";
-pub const FIRST_ATTEMPT: &str = "rewardhooks-first-attempt";
-pub const LAST_ERROR: &str = "rewardhooks-last-error";
-pub const LAST_STATUS: &str = "rewardhooks-last-status";
-pub const DUE: &str = "rewardhooks-due";
-pub const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
-pub const DEAD_AT: &str = "rewardhooks-dead-at";
-pub const DEAD_REASON: &str = "rewardhooks-dead-reason";
+pub(crate) const EVENT_ID: &str = "rewardhooks-event-id";
+pub(crate) const EVENT_TYPE: &str = "rewardhooks-event-type";
+pub(crate) const EVENT_TIME: &str = "rewardhooks-event-time";
+pub(crate) const ATTEMPT: &str = "rewardhooks-attempt";
+pub(crate) const FIRST_ATTEMPT: &str = "rewardhooks-first-attempt";
+pub(crate) const LAST_ERROR: &str = "rewardhooks-last-error";
+pub(crate) const LAST_STATUS: &str = "rewardhooks-last-status";
+pub(crate) const DUE: &str = "rewardhooks-due";
+pub(crate) const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
+pub(crate) const DEAD_AT: &str = "rewardhooks-dead-at";
+pub(crate) const DEAD_REASON: &str = "rewardhooks-dead-reason";
 /// Times the delivery was parked in a tier without an attempt since its last
 /// attempt: each park goes one tier further.
-pub const PARKED: &str = "rewardhooks-parked";
+pub(crate) const PARKED: &str = "rewardhooks-parked";
 /// The subscriptions-topic positions fan-out's view had applied when it
 /// matched the event (`<partition>:<offset>,…`): a delivery stage whose view
 /// is behind that waits before it calls the subscription deleted.
-pub const VIEW: &str = "rewardhooks-view";
+pub(crate) const VIEW: &str = "rewardhooks-view";
 
 /// Why a delivery ended in the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub struct DeliveryHeaders {
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed delivery record: {0}")]
-pub struct MalformedRecord(pub &'static str);
+pub(crate) struct MalformedRecord(pub &'static str);
 
 impl DeliveryHeaders {
     pub fn fresh(event: &Event) -> Self {
@@ -106,7 +106,7 @@ impl DeliveryHeaders {
         }
     }
 
-    pub fn to_kafka(&self) -> OwnedHeaders {
+    pub(crate) fn to_kafka(&self) -> OwnedHeaders {
         let time = self.event_time_ms.to_string();
         let attempts = self.attempts.to_string();
         let mut pairs: Vec<(&str, String)> = vec![];
@@ -149,7 +149,7 @@ impl DeliveryHeaders {
         )
     }
 
-    pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Result<Self, MalformedRecord> {
+    pub(crate) fn from_kafka<H: Headers>(headers: Option<&H>) -> Result<Self, MalformedRecord> {
         let get = |name| header_str(headers, name);
         let num = |name| get(name).and_then(|v| v.parse::<i64>().ok());
         Ok(DeliveryHeaders {
@@ -175,7 +175,7 @@ impl DeliveryHeaders {
 }
 
 /// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

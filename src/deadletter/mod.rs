@@ -22,7 +22,7 @@ use crate::kafka::follower::{Applied, Follower};
 use crate::kafka::{client_config, header_str, ClientKind, OwnedRecord};
 use crate::record::DeliveryHeaders;
 
-pub const REPLAYED_HEADER: &str = "rewardhooks-replayed";
+pub(crate) const REPLAYED_HEADER: &str = "rewardhooks-replayed";
 
 /// How many dead letters each instance keeps in its index (oldest go first;
 /// they stay in the topic).
@@ -314,7 +314,11 @@ impl DeadLetters {
 
     /// Looks up dead letters by id for a subscription; unknown ids are
     /// returned separately.
-    pub fn by_ids(&self, subscription_id: &str, ids: &[String]) -> (Vec<DeadLetter>, Vec<String>) {
+    pub(crate) fn by_ids(
+        &self,
+        subscription_id: &str,
+        ids: &[String],
+    ) -> (Vec<DeadLetter>, Vec<String>) {
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for id in ids {

@@ -64,7 +64,7 @@ impl AttemptResult {
     }
 
     /// A summary for logs, headers and the delivery log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.error, self.status) {
             (Some(e), _) => e.clone(),
             (None, Some(s)) => format!("HTTP {s}"),
@@ -255,7 +255,7 @@ fn classify(e: &reqwest::Error) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

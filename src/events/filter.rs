@@ -10,7 +10,7 @@ use crate::events::Event;
 
 /// Whether an `event_types` entry matches a type. `*` stands for one dot
 /// segment; a trailing `*` for one or more, so `tier.*` matches `tier.changed`.
-pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+pub(crate) fn type_matches(pattern: &str, event_type: &str) -> bool {
     if pattern == "*" || pattern == event_type {
         return true;
     }

@@ -25,7 +25,7 @@ use crate::kafka::{is_permanent, OwnedRecord};
 use crate::metrics::METRICS;
 use crate::record::{DeadReason, DeliveryHeaders};
 
-pub const ERROR_HEADER: &str = "rewardhooks-error";
+pub(crate) const ERROR_HEADER: &str = "rewardhooks-error";
 
 /// A received input record on its way through the fence.
 struct Received {

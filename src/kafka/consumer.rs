@@ -15,13 +15,13 @@ use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
 use crate::kafka::{client_config, ClientKind, KafkaSetupError};
 
-pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
+pub(crate) type SharedTracker = Arc<Mutex<OffsetTracker>>;
 
 fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub struct TrackingContext {
+pub(crate) struct TrackingContext {
     tracker: SharedTracker,
 }
 
@@ -57,7 +57,7 @@ impl ConsumerContext for TrackingContext {
 
 /// A record in progress, to be marked done in the tracker.
 #[derive(Clone)]
-pub struct RecordRef {
+pub(crate) struct RecordRef {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -66,19 +66,19 @@ pub struct RecordRef {
 }
 
 impl RecordRef {
-    pub fn complete(&self) {
+    pub(crate) fn complete(&self) {
         lock(&self.tracker).complete(&self.topic, self.partition, self.offset);
     }
 
     /// Whether this instance still owns the record's partition. Once it was
     /// revoked, the new owner reads the record again from the committed
     /// offset: work for it here must stop writing (no forked retry chains).
-    pub fn is_current(&self) -> bool {
+    pub(crate) fn is_current(&self) -> bool {
         lock(&self.tracker).is_current(&self.topic, self.partition, self.epoch)
     }
 }
 
-pub struct TrackedConsumer {
+pub(crate) struct TrackedConsumer {
     consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
     topics: Vec<Arc<str>>,
@@ -136,7 +136,7 @@ impl TrackedConsumer {
 
     /// Stops fetching a partition and rewinds it to `offset`, to be read
     /// again from there once resumed.
-    pub fn pause_at(&self, topic: &str, partition: i32, offset: i64) {
+    pub(crate) fn pause_at(&self, topic: &str, partition: i32, offset: i64) {
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition(topic, partition);
         if let Err(e) = self.consumer.pause(&tpl) {
@@ -160,7 +160,7 @@ impl TrackedConsumer {
 
     /// Registers a record as in progress; complete the returned reference
     /// once everything it caused is durable.
-    pub fn begin(&self, msg: &BorrowedMessage<'_>) -> RecordRef {
+    pub(crate) fn begin(&self, msg: &BorrowedMessage<'_>) -> RecordRef {
         let topic = self
             .topics
             .iter()
@@ -179,7 +179,7 @@ impl TrackedConsumer {
 
     /// Stores the offsets below which everything is done; the auto-commit
     /// sends them to the broker.
-    pub fn store_done(&self) {
+    pub(crate) fn store_done(&self) {
         let commits = lock(&self.tracker).take_commit_list();
         if let Some(list) = commits {
             if let Err(e) = self.consumer.store_offsets(&list) {
@@ -188,7 +188,7 @@ impl TrackedConsumer {
         }
     }
 
-    pub fn in_progress(&self) -> usize {
+    pub(crate) fn in_progress(&self) -> usize {
         lock(&self.tracker).in_progress()
     }
 

@@ -40,15 +40,15 @@ pub enum KafkaSetupError {
 }
 
 /// A topic partition, as stages key their per-partition state.
-pub type PartitionKey = (Arc<str>, i32);
+pub(crate) type PartitionKey = (Arc<str>, i32);
 
 /// The fan-out stage's consumer group.
-pub fn fanout_group(settings: &KafkaSettings) -> String {
+pub(crate) fn fanout_group(settings: &KafkaSettings) -> String {
     format!("{}.fanout", settings.group_id)
 }
 
 /// The delivery stage's consumer group.
-pub fn deliver_group(settings: &KafkaSettings) -> String {
+pub(crate) fn deliver_group(settings: &KafkaSettings) -> String {
     format!("{}.deliver", settings.group_id)
 }
 
@@ -82,7 +82,7 @@ impl Topics {
 
 /// librdkafka configuration: brokers, then `[kafka.client]`, then the
 /// per-kind table.
-pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig {
+pub(crate) fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
     config.set("client.id", format!("rewardhooks-{}", kind.name()));
@@ -121,7 +121,7 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     Producer,
     Consumer,
     Admin,
@@ -256,7 +256,7 @@ async fn warn_if_weaker(
 }
 
 /// What is weaker about an existing topic's settings (`value` reads one).
-pub fn weaker(
+pub(crate) fn weaker(
     spec: &TopicSpec,
     value: impl Fn(&str) -> Option<String>,
     replication_factor: i32,
@@ -305,7 +305,7 @@ async fn existing_topics(
 }
 
 /// Reads a UTF-8 header value by name (last one wins).
-pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
     let headers = headers?;
     headers
         .iter()
@@ -328,7 +328,7 @@ pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Owned
 }
 
 /// A record kept whole, so it can be produced again until the broker takes it.
-pub struct OwnedRecord {
+pub(crate) struct OwnedRecord {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Arc<Vec<u8>>,
@@ -384,7 +384,7 @@ impl OwnedRecord {
     }
 
     /// The same destination, key and headers (for a replacement payload).
-    pub fn clone_headers(&self) -> OwnedRecord {
+    pub(crate) fn clone_headers(&self) -> OwnedRecord {
         OwnedRecord {
             topic: self.topic.clone(),
             key: self.key.clone(),
@@ -403,7 +403,7 @@ impl OwnedRecord {
 /// Whether a produce error means the record can never be written as it is
 /// (retrying would wedge the partition), as opposed to a transient one
 /// (broker down, leader moving, timeouts), which is retried in place.
-pub fn is_permanent(e: &KafkaError) -> bool {
+pub(crate) fn is_permanent(e: &KafkaError) -> bool {
     let code = match e {
         KafkaError::MessageProduction(code) => *code,
         _ => return false,

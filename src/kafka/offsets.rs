@@ -30,7 +30,7 @@ impl PartitionState {
 }
 
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     epochs: u64,
 }
@@ -38,7 +38,7 @@ pub struct OffsetTracker {
 impl OffsetTracker {
     /// A record was taken from Kafka and its work begins; returns the
     /// partition's current epoch.
-    pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> u64 {
+    pub(crate) fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> u64 {
         let epochs = &mut self.epochs;
         let state = self
             .partitions
@@ -57,26 +57,26 @@ impl OffsetTracker {
 
     /// Whether this instance still owns the partition in the given epoch
     /// (false once it was revoked, even if it came back since).
-    pub fn is_current(&self, topic: &Arc<str>, partition: i32, epoch: u64) -> bool {
+    pub(crate) fn is_current(&self, topic: &Arc<str>, partition: i32, epoch: u64) -> bool {
         self.partitions
             .get(&(topic.clone(), partition))
             .is_some_and(|s| s.epoch == epoch)
     }
 
     /// Everything the record caused is durable.
-    pub fn complete(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+    pub(crate) fn complete(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
         if let Some(state) = self.partitions.get_mut(&(topic.clone(), partition)) {
             state.pending.remove(&offset);
         }
     }
 
     /// Records in progress across all partitions.
-    pub fn in_progress(&self) -> usize {
+    pub(crate) fn in_progress(&self) -> usize {
         self.partitions.values().map(|s| s.pending.len()).sum()
     }
 
     /// Offsets (next offset to read) that advanced since the last call.
-    pub fn take_commits(&mut self) -> Vec<(Arc<str>, i32, i64)> {
+    pub(crate) fn take_commits(&mut self) -> Vec<(Arc<str>, i32, i64)> {
         let mut out = Vec::new();
         for ((topic, partition), state) in &mut self.partitions {
             if let Some(point) = state.commit_point() {
@@ -90,13 +90,13 @@ impl OffsetTracker {
     }
 
     /// Forgets partitions this instance no longer owns.
-    pub fn revoke(&mut self, topic: &str, partition: i32) {
+    pub(crate) fn revoke(&mut self, topic: &str, partition: i32) {
         self.partitions
             .retain(|(t, p), _| !(t.as_ref() == topic && *p == partition));
     }
 
     /// Same as `take_commits`, as a list for `store_offsets`.
-    pub fn take_commit_list(&mut self) -> Option<TopicPartitionList> {
+    pub(crate) fn take_commit_list(&mut self) -> Option<TopicPartitionList> {
         let commits = self.take_commits();
         if commits.is_empty() {
             return None;

@@ -49,13 +49,13 @@ impl LiveSubscription {
     }
 
     /// The same, as the version made by the record at `offset`.
-    pub fn at_version(mut self, offset: i64) -> Self {
+    pub(crate) fn at_version(mut self, offset: i64) -> Self {
         self.version = offset;
         self
     }
 
     /// Keys that sign a delivery made at `now`, current first.
-    pub fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
+    pub(crate) fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
         let mut keys = vec![self.key.as_slice()];
         if let Some((previous, until)) = &self.previous_key {
             if now < *until {

@@ -104,7 +104,7 @@ impl Subscription {
 }
 
 /// A new id: `sub_` + creation time and randomness, so ids sort by age.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut random = [0u8; 6];
     rand::rng().fill_bytes(&mut random);
     let millis = Utc::now().timestamp_millis().max(0) as u64;

@@ -61,9 +61,9 @@ pub enum StoreError {
 }
 
 /// Header naming what a write is based on.
-pub const WRITE_HEADER: &str = "rewardhooks-write";
+pub(crate) const WRITE_HEADER: &str = "rewardhooks-write";
 /// Header with the writer's id for the write, to learn its decision.
-pub const WRITE_ID_HEADER: &str = "rewardhooks-write-id";
+pub(crate) const WRITE_ID_HEADER: &str = "rewardhooks-write-id";
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 /// Tries of an update that keeps losing races before giving up with 409.
@@ -323,7 +323,7 @@ impl SubscriptionStore {
     }
 
     /// Applies one record of the subscriptions topic, by the rule above.
-    pub fn apply(
+    pub(crate) fn apply(
         &self,
         key: Option<&str>,
         payload: Option<&[u8]>,
@@ -406,7 +406,7 @@ impl SubscriptionStore {
         }
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.applied.is_ready()
     }
 
@@ -467,7 +467,7 @@ impl SubscriptionStore {
 
     /// The positions this view has applied, as a delivery record carries
     /// them (`<partition>:<offset>,…`).
-    pub fn positions(&self) -> String {
+    pub(crate) fn positions(&self) -> String {
         self.partitions
             .get()
             .map(|ps| {
@@ -541,7 +541,7 @@ impl SubscriptionStore {
 
     /// Secrets key ids subscriptions are sealed with that this instance
     /// does not have, with how many subscriptions each.
-    pub fn unknown_keys(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn unknown_keys(&self) -> BTreeMap<String, usize> {
         let mut keys = BTreeMap::new();
         for live in self.read().by_id.values() {
             if let Some(kid) = &live.unknown_key {
@@ -551,7 +551,7 @@ impl SubscriptionStore {
         keys
     }
 
-    pub fn count_owned(&self, owner: &str) -> usize {
+    pub(crate) fn count_owned(&self, owner: &str) -> usize {
         self.read().owned.get(owner).copied().unwrap_or(0)
     }
 
@@ -757,7 +757,7 @@ impl SubscriptionStore {
 }
 
 /// What the record's headers say about a write.
-pub struct Written<'a> {
+pub(crate) struct Written<'a> {
     pub kind: Option<WriteKind>,
     pub write_id: Option<&'a str>,
     /// The record's timestamp, unix milliseconds.

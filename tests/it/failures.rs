@@ -365,3 +365,55 @@ async fn one_owners_slow_endpoints_leave_another_owner_fast() {
         latencies.last()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_can_be_written_nowhere_stops_its_partition_and_readyz_says_why() {
+    // A producer limit so small that an event's delivery record, and even
+    // the reference that would go to the dead-letter topic instead, are
+    // refused: the input partition must stop, not skip the event.
+    let mut deployment = Deployment::new("stuck");
+    deployment.env.push((
+        "REWARDHOOKS__KAFKA__PRODUCER__MESSAGE__MAX__BYTES".into(),
+        "1000".into(),
+    ));
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    instance
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    instance.wait_assigned().await;
+    let mut data = sample_data("points.earned", 0);
+    data["note"] = json!("x".repeat(3000));
+    let e = event("points.earned", "evt_nowhere", data);
+    produce_structured(&producer(), &deployment.input, &e).await;
+    let readyz = format!("{}/readyz", instance.api);
+    let mut body = serde_json::Value::Null;
+    for _ in 0..300 {
+        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
+        body = serde_json::from_str(&text).unwrap();
+        if body["stuck_partitions"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stuck = &body["stuck_partitions"][0];
+    assert_eq!(stuck["topic"], deployment.input.as_str(), "{body}");
+    assert!(
+        stuck["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write"),
+        "{body}"
+    );
+    let gauge = sample_sum(
+        &metrics(&instance).await,
+        "rewardhooks_partition_stuck",
+        &[("topic", deployment.input.as_str())],
+    );
+    assert_eq!(gauge, 1.0);
+    assert_eq!(receiver.count(), 0, "nothing skipped past it");
+}
