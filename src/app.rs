@@ -73,6 +73,12 @@ pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec
         compact: true,
         retention: None,
     });
+    specs.push(TopicSpec {
+        name: topics.health.clone(),
+        partitions: 1,
+        compact: true,
+        retention: None,
+    });
     if settings.kafka.create_input_topics {
         specs.extend(settings.kafka.input_topics.iter().map(|name| TopicSpec {
             name: name.clone(),
@@ -107,6 +113,7 @@ impl App {
             settings.api.write_timeout,
             cipher,
             settings.api.max_subscriptions_per_owner,
+            topics.health.clone(),
         );
         let dead_letters = DeadLetters::new(
             &settings.kafka,

@@ -14,8 +14,8 @@ use crate::attempts::AttemptRecord;
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
 use crate::record::{truncate, DeadReason, DeliveryHeaders};
+use crate::subscriptions::health::{Health, SystemDisable};
 use crate::subscriptions::live::LiveSubscription;
-use crate::subscriptions::store::Rejection;
 use crate::subscriptions::Status;
 use rdkafka::error::KafkaError;
 
@@ -262,65 +262,54 @@ impl Deliverer {
         true
     }
 
-    /// Records circuit state in the subscription, so every instance (and
-    /// the API) sees it and a new owner of the partition starts from it.
-    /// Written onto the latest version: an owner's edit meanwhile is kept.
+    /// Records circuit state in the subscription's health record, so every
+    /// instance (and the API) sees it and a new owner of the partition starts
+    /// from it. This instance owns the partition: the only writer.
     pub(super) async fn save_circuit(
         &self,
         id: &str,
         open_until: Option<chrono::DateTime<Utc>>,
         failing_since: Option<chrono::DateTime<Utc>>,
     ) {
-        let written = self
-            .shared
-            .store
-            .update(id, None, |sub| {
-                if sub.status == Status::Disabled {
-                    return false;
-                }
-                sub.circuit_open_until = open_until;
-                sub.failing_since = failing_since;
-                true
-            })
-            .await;
-        match written {
-            Ok(Ok(_)) | Ok(Err(Rejection::Gone)) => {}
-            Ok(Err(rejection)) => {
-                tracing::warn!(subscription_id = %id, ?rejection, "Circuit state not recorded.")
-            }
-            Err(e) => {
-                tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.")
-            }
+        let store = &self.shared.store;
+        if store.get(id).is_none() {
+            return;
+        }
+        let health = Health {
+            circuit_open_until: open_until,
+            failing_since,
+            at: Utc::now(),
+            ..store.health(id).unwrap_or_default()
+        };
+        if let Err(e) = store.put_health(id, &health).await {
+            tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.");
         }
     }
 
-    /// Disables a subscription, onto its latest version; a deleted one
-    /// stays deleted.
+    /// Disables a subscription (its health record); the owner re-enables it
+    /// with `PATCH {"status":"active"}`. A deleted one stays deleted.
     pub(super) async fn disable(&self, live: &LiveSubscription, reason: &str) {
+        let store = &self.shared.store;
+        let id = &live.sub.id;
+        let Some(current) = store.get(id) else {
+            return;
+        };
+        if current.sub.status == Status::Disabled {
+            return;
+        }
         let now = Utc::now();
-        let written = self
-            .shared
-            .store
-            .update(&live.sub.id, None, |sub| {
-                if sub.status == Status::Disabled {
-                    return false;
-                }
-                sub.status = Status::Disabled;
-                sub.disabled_reason = Some(reason.to_string());
-                sub.disabled_at = Some(now);
-                sub.updated_at = now;
-                true
-            })
-            .await;
-        match written {
-            Ok(Ok(_)) => {
-                tracing::warn!(subscription_id = %live.sub.id, %reason, "Subscription disabled.")
-            }
-            Ok(Err(rejection)) => {
-                tracing::info!(subscription_id = %live.sub.id, ?rejection, "Subscription not disabled.")
-            }
+        let health = Health {
+            disabled: Some(SystemDisable {
+                reason: reason.to_string(),
+                at: now,
+            }),
+            at: now,
+            ..store.health(id).unwrap_or_default()
+        };
+        match store.put_health(id, &health).await {
+            Ok(()) => tracing::warn!(subscription_id = %id, %reason, "Subscription disabled."),
             Err(e) => {
-                tracing::error!(subscription_id = %live.sub.id, error = %e, "Cannot disable subscription.")
+                tracing::error!(subscription_id = %id, error = %e, "Cannot disable subscription.")
             }
         }
     }

@@ -59,6 +59,7 @@ pub struct Topics {
     pub deliveries: String,
     pub invalid: String,
     pub subscriptions: String,
+    pub health: String,
     pub attempts: String,
     pub dlq: String,
 }
@@ -70,6 +71,7 @@ impl Topics {
             deliveries: format!("{prefix}.deliveries"),
             invalid: format!("{prefix}.invalid"),
             subscriptions: format!("{prefix}.subscriptions"),
+            health: format!("{prefix}.health"),
             attempts: format!("{prefix}.attempts"),
             dlq: format!("{prefix}.dlq"),
         }

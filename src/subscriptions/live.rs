@@ -7,12 +7,18 @@ use std::sync::Arc;
 
 use crate::events::filter::{type_matches, Filter};
 use crate::events::Event;
+use crate::subscriptions::health::{effective, Health};
 use crate::subscriptions::{Status, Subscription};
 
 /// A subscription ready for matching and signing.
 #[derive(Debug)]
 pub struct LiveSubscription {
+    /// The subscription as it applies: the owner's record merged with its
+    /// health state.
     pub sub: Subscription,
+    /// The owner's record, when health state changed `sub` (what writes
+    /// start from; `None` = the same as `sub`).
+    owned: Option<Subscription>,
     /// The offset of the subscriptions-topic record that made this version.
     pub version: i64,
     /// Set when the secret is sealed with a secrets key this instance does
@@ -40,12 +46,27 @@ impl LiveSubscription {
         };
         LiveSubscription {
             sub,
+            owned: None,
             version: -1,
             unknown_key: None,
             filter,
             key,
             previous_key,
         }
+    }
+
+    /// The owner's record merged with its health state.
+    pub fn merged(owned: Subscription, health: Option<&Health>) -> Self {
+        let sub = effective(&owned, health);
+        let differs = health.is_some();
+        let mut live = LiveSubscription::new(sub);
+        live.owned = differs.then_some(owned);
+        live
+    }
+
+    /// The owner's record (writes start from it).
+    pub fn owned(&self) -> &Subscription {
+        self.owned.as_ref().unwrap_or(&self.sub)
     }
 
     /// The same, as the version made by the record at `offset`.

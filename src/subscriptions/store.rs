@@ -35,6 +35,7 @@ use crate::kafka::follower::{Applied, Follower};
 use crate::kafka::header_str;
 use crate::metrics::METRICS;
 use crate::secrets::{CipherError, SecretCipher};
+use crate::subscriptions::health::Health;
 use crate::subscriptions::live::{Index, LiveSubscription};
 use crate::subscriptions::{Secret, Subscription};
 
@@ -135,6 +136,8 @@ struct View {
     owned: HashMap<String, usize>,
     /// (owner, idempotency key) → (subscription id, body hash, at).
     idempotency: HashMap<(String, String), (String, String, i64)>,
+    /// Health records by subscription id (the health topic).
+    health: HashMap<String, Health>,
 }
 
 impl View {
@@ -243,6 +246,9 @@ pub struct SubscriptionStore {
     view: RwLock<View>,
     /// `api.max_subscriptions_per_owner`, part of the create rule.
     max_per_owner: usize,
+    /// The health topic, its applied offsets, and where its view caught up.
+    health_topic: String,
+    health_applied: Applied,
     /// The topic's partitions (known once following).
     partitions: std::sync::OnceLock<Vec<i32>>,
     /// This instance's writes awaiting their decision, by write id.
@@ -262,9 +268,12 @@ impl SubscriptionStore {
         write_timeout: Duration,
         cipher: Option<SecretCipher>,
         max_per_owner: usize,
+        health_topic: String,
     ) -> Arc<Self> {
         Arc::new(SubscriptionStore {
             view: RwLock::new(View::default()),
+            health_topic,
+            health_applied: Applied::default(),
             max_per_owner,
             partitions: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
@@ -293,6 +302,21 @@ impl SubscriptionStore {
         let mut partitions: Vec<i32> = ends.keys().copied().collect();
         partitions.sort();
         let _ = self.partitions.set(partitions);
+        let health = Follower::start(settings, "health-view", &self.health_topic)
+            .await
+            .map_err(|source| StoreError::Follow {
+                topic: self.health_topic.clone(),
+                source,
+            })?;
+        let health_ends = health.ends.clone();
+        self.health_applied.check_caught_up(&health_ends);
+        let store = self.clone();
+        tokio::spawn(health.run(cancel.clone(), move |msg| {
+            let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
+            store.apply_health(key, msg.payload());
+            store.health_applied.record(msg.partition(), msg.offset());
+            store.health_applied.check_caught_up(&health_ends);
+        }));
         let store = self.clone();
         store.check_caught_up(&ends);
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
@@ -382,7 +406,8 @@ impl SubscriptionStore {
                 view.remove(&id);
                 match parsed {
                     Some(sub) => {
-                        let mut live = LiveSubscription::new(sub).at_version(offset);
+                        let health = view.health.get(&id);
+                        let mut live = LiveSubscription::merged(sub, health).at_version(offset);
                         live.unknown_key = unknown_key;
                         view.insert(Arc::new(live));
                     }
@@ -407,7 +432,56 @@ impl SubscriptionStore {
     }
 
     pub(crate) fn is_ready(&self) -> bool {
-        self.applied.is_ready()
+        self.applied.is_ready() && self.health_applied.is_ready()
+    }
+
+    /// Applies one record of the health topic: the subscription's merged
+    /// state changes; its version (the owner's record) does not.
+    pub(crate) fn apply_health(&self, key: Option<&str>, payload: Option<&[u8]>) {
+        let Some(id) = key else { return };
+        let health = match payload.map(serde_json::from_slice::<Health>) {
+            None => None,
+            Some(Ok(h)) => Some(h),
+            Some(Err(e)) => {
+                tracing::error!(subscription_id = id, error = %e, "Skipping unreadable health record.");
+                return;
+            }
+        };
+        let mut view = self.view_mut();
+        match &health {
+            Some(h) => view.health.insert(id.to_string(), h.clone()),
+            None => view.health.remove(id),
+        };
+        if let Some(current) = view.by_id.get(id).cloned() {
+            let mut live = LiveSubscription::merged(current.owned().clone(), health.as_ref())
+                .at_version(current.version);
+            live.unknown_key = current.unknown_key.clone();
+            view.remove(id);
+            view.insert(Arc::new(live));
+        }
+    }
+
+    /// The health record of a subscription, as this view has it.
+    pub(crate) fn health(&self, id: &str) -> Option<Health> {
+        self.read().health.get(id).cloned()
+    }
+
+    /// Writes a subscription's health record (by the instance owning its
+    /// delivery partition, the only writer). Not waited for: the owner of the
+    /// partition keeps the state in memory; others follow the topic.
+    pub(crate) async fn put_health(&self, id: &str, health: &Health) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(health).unwrap_or_default();
+        let record = FutureRecord::<str, [u8]>::to(&self.health_topic)
+            .key(id)
+            .payload(&value);
+        self.producer
+            .send(record, Timeout::After(self.write_timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(source, _)| StoreError::Write {
+                id: id.to_string(),
+                source,
+            })
     }
 
     /// The read fence: returns once the view has applied the topic up to end
@@ -500,9 +574,10 @@ impl SubscriptionStore {
         true
     }
 
-    /// Waits until the view has caught up with the topic.
+    /// Waits until the view has caught up with both topics.
     pub async fn wait_ready(&self) {
-        self.applied.wait_ready().await
+        self.applied.wait_ready().await;
+        self.health_applied.wait_ready().await;
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveSubscription>> {
@@ -630,7 +705,7 @@ impl SubscriptionStore {
                 Some(live) => {
                     self.write_once(
                         id,
-                        Some(&live.sub),
+                        Some(live.owned()),
                         WriteKind::Update { base: live.version },
                     )
                     .await
@@ -690,7 +765,7 @@ impl SubscriptionStore {
                     key_id: kid.clone(),
                 });
             }
-            let mut sub = live.sub.clone();
+            let mut sub = live.owned().clone();
             if !change(&mut sub) {
                 return Ok(Ok(live));
             }

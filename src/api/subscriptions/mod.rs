@@ -519,6 +519,8 @@ pub async fn update(
             "status can be set to active or paused",
         ));
     }
+    // Disabled by the system (health state): an owner's "active" re-enables.
+    let disabled = find_live(&state, &caller, &id)?.sub.status == Status::Disabled;
     // Only the named fields change, merged onto the latest version.
     let written = state
         .shared
@@ -543,9 +545,11 @@ pub async fn update(
                 sub.metadata = Some(m.clone());
             }
             if let Some(status) = body.status {
-                if sub.status == Status::Disabled && status == Status::Active {
+                if (disabled || sub.status == Status::Disabled) && status == Status::Active {
                     // Re-enabled by its owner: this edit supersedes the
-                    // system's disable, and starts with a clean slate.
+                    // system's disable and the circuit state recorded
+                    // before it (health written earlier no longer applies).
+                    sub.reenabled_at = Some(Utc::now());
                     sub.circuit_open_until = None;
                     sub.failing_since = None;
                 }
