@@ -19,7 +19,8 @@ pub(crate) const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
 pub(crate) const DEAD_AT: &str = "rewardhooks-dead-at";
 pub(crate) const DEAD_REASON: &str = "rewardhooks-dead-reason";
 /// Times the delivery was parked in a tier without an attempt since its last
-/// attempt: each park goes one tier further.
+/// attempt (held deliveries of a paused subscription go one tier further
+/// each time).
 pub(crate) const PARKED: &str = "rewardhooks-parked";
 /// The subscriptions-topic positions fan-out's view had applied when it
 /// matched the event (`<partition>:<offset>,…`): a delivery stage whose view

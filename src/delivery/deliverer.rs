@@ -42,8 +42,9 @@ impl Drop for Job {
 pub(super) enum Park {
     /// The circuit is open for this long still.
     CircuitOpen(Duration),
-    /// The lane is full, or the job waited longer than `lane_max_wait`.
-    LaneBusy,
+    /// The lane is full, or the job waited longer than `lane_max_wait`:
+    /// its backlog needs about this long to drain.
+    LaneBusy(Duration),
     /// The subscription is paused: held until it is resumed.
     Paused,
 }

@@ -166,14 +166,18 @@ impl Deliverer {
     /// Parks a job in a retry tier without spending an attempt. Waiting
     /// costs writes only when time passes a tier: an open circuit parks for
     /// the smallest tier covering the rest of its cool-down; a busy lane
-    /// parks one tier further each time the same delivery comes back to it.
+    /// parks for the time its backlog needs to drain; a paused subscription's
+    /// deliveries one tier further each time, up to a few minutes.
     pub(super) async fn park(&self, job: Job, why: Park) {
         if !job.record.is_current() {
             return;
         }
         let delay = match why {
             Park::CircuitOpen(left) => self.schedule.covering(left),
-            Park::LaneBusy => self.schedule.tier_at(job.headers.parked as usize),
+            // The smallest tier covering the lane's backlog, so a lane that
+            // drains gets its deliveries back soon and one that does not is
+            // not rewritten every first-tier delay.
+            Park::LaneBusy(backlog) => self.schedule.covering(backlog),
             // Held deliveries come back at most every few minutes, so they
             // flow again soon after the owner resumes the subscription.
             Park::Paused => self
