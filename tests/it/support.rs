@@ -1073,51 +1073,6 @@ pub async fn wait_committed_to_end(deployment: &Deployment, timeout: Duration) {
     }
 }
 
-/// Waits until both consumer groups are stable with `members` members each
-/// (a rebalance after an instance joined or left has finished).
-pub async fn wait_groups_stable(deployment: &Deployment, members: usize, timeout: Duration) {
-    let groups = [
-        format!("{}.fanout", deployment.group),
-        format!("{}.deliver", deployment.group),
-    ];
-    let deadline = Instant::now() + timeout;
-    loop {
-        let states: Vec<(String, usize)> = {
-            let groups = groups.clone();
-            tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap())
-                    .create()
-                    .expect("group reader");
-                groups
-                    .iter()
-                    .map(|g| {
-                        consumer
-                            .fetch_group_list(Some(g), Duration::from_secs(5))
-                            .ok()
-                            .and_then(|list| {
-                                list.groups()
-                                    .first()
-                                    .map(|info| (info.state().to_string(), info.members().len()))
-                            })
-                            .unwrap_or_else(|| ("unknown".into(), 0))
-                    })
-                    .collect()
-            })
-            .await
-            .unwrap()
-        };
-        if states.iter().all(|(s, n)| s == "Stable" && *n == members) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "consumer groups not stable with {members} members in {timeout:?}: {states:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// Samples of a Prometheus text exposition: (name, labels, value).
 pub fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     text.lines()
