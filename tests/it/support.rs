@@ -1067,7 +1067,14 @@ pub async fn wait_committed_to_end(deployment: &Deployment, timeout: Duration) {
         }
         assert!(
             Instant::now() < deadline,
-            "committed offsets did not reach the topic ends in {timeout:?}: {behind:#?}"
+            "committed offsets did not reach the topic ends in {timeout:?}: {:?}",
+            behind
+                .iter()
+                .map(|p| format!(
+                    "{} {}[{}] {:?}/{}",
+                    p.group, p.topic, p.partition, p.committed, p.end
+                ))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -1117,8 +1124,7 @@ fn matching<'a>(
 }
 
 /// The value of one sample. A missing series fails the test: a metric that
-/// is not exported must not read as 0 (use [`sample_or_zero`] where absence
-/// is expected).
+/// is not exported must not read as 0.
 pub fn sample(
     samples: &[(String, BTreeMap<String, String>, f64)],
     name: &str,
@@ -1127,15 +1133,6 @@ pub fn sample(
     matching(samples, name, labels)
         .next()
         .unwrap_or_else(|| panic!("no series {name}{labels:?} in the exposition"))
-}
-
-/// The value of one sample, 0 if the series is absent.
-pub fn sample_or_zero(
-    samples: &[(String, BTreeMap<String, String>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    matching(samples, name, labels).next().unwrap_or(0.0)
 }
 
 /// The sum of every series of `name` with these labels (e.g. over
