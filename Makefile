@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,10 +19,14 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy test-docker examples guide
+test: test-alerts test-deploy test-docker examples guide check-guarantees
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
+
+## docs/guarantees.md names only tests that exist (and prints its counts).
+check-guarantees:
+	python3 scripts/check-guarantees.py
 
 ## Alert rules: syntax and unit tests (promtool, from Debian's prometheus),
 ## every alert tested firing and quiet, with severity, summary, description,

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, a real Kafka-protocol broker at
 //! KAFKA_BOOTSTRAP (`make test` starts Tansu), rewardhooks as a process.
 
+mod accounting;
 mod api;
 mod consistency;
 mod examples;
