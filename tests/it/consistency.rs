@@ -312,25 +312,13 @@ async fn during_a_secrets_key_rollout_nothing_is_dropped_and_deliveries_flow_onc
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
     // B sees the subscription but cannot read its secret: it says so.
-    let readyz = format!("{}/readyz", b.api);
-    let mut body = serde_json::Value::Null;
-    for _ in 0..100 {
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
-        body = serde_json::from_str(&text).unwrap();
-        if body["unknown_secrets_keys"]
-            .as_object()
-            .is_some_and(|k| !k.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(
+    let lacks_a_key = |body: &serde_json::Value| {
         body["unknown_secrets_keys"]
             .as_object()
-            .is_some_and(|k| !k.is_empty()),
-        "{body}"
-    );
+            .is_some_and(|k| !k.is_empty())
+    };
+    let body = readyz_until(&b, std::time::Duration::from_secs(10), lacks_a_key).await;
+    assert!(lacks_a_key(&body), "{body}");
     let (status, _) = b
         .api_client(ADMIN_TOKEN)
         .call("GET", &format!("/v1/subscriptions/{id}/secret"), None)

@@ -195,31 +195,14 @@ async fn an_input_topic_created_after_start_is_read_within_seconds() {
         .api_client(ADMIN_TOKEN)
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
-    let client = reqwest::Client::new();
-    let readyz = format!("{}/readyz", instance.api);
-    let mut body = serde_json::Value::Null;
-    for _ in 0..200 {
-        let text = client
-            .get(&readyz)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body = serde_json::from_str(&text).unwrap();
-        if body["missing_input_topics"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str()))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
+    let names_input = |body: &serde_json::Value| {
         body["missing_input_topics"]
             .as_array()
-            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str())),
+            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str()))
+    };
+    let body = readyz_until(&instance, Duration::from_secs(20), names_input).await;
+    assert!(
+        names_input(&body),
         "/readyz names the missing input topic: {body}"
     );
     create_topic(&deployment.input, deployment.partitions).await;
@@ -389,19 +372,12 @@ async fn a_record_that_can_be_written_nowhere_stops_its_partition_and_readyz_say
     data["note"] = json!("x".repeat(3000));
     let e = event("points.earned", "evt_nowhere", data);
     produce_structured(&producer(), &deployment.input, &e).await;
-    let readyz = format!("{}/readyz", instance.api);
-    let mut body = serde_json::Value::Null;
-    for _ in 0..300 {
-        let text = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
-        body = serde_json::from_str(&text).unwrap();
-        if body["stuck_partitions"]
+    let body = readyz_until(&instance, Duration::from_secs(30), |body| {
+        body["stuck_partitions"]
             .as_array()
             .is_some_and(|s| !s.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let stuck = &body["stuck_partitions"][0];
     assert_eq!(stuck["topic"], deployment.input.as_str(), "{body}");
     assert!(

@@ -852,6 +852,25 @@ pub async fn produce_raw(producer: &FutureProducer, topic: &str, payload: &[u8])
         .expect("produce raw record");
 }
 
+/// Polls `/readyz` until `done` holds for its body or `timeout` passes;
+/// returns the last body, for the caller's assertions.
+pub async fn readyz_until(
+    instance: &Instance,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = format!("{}/readyz", instance.api);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates a topic the way an upstream team would (admin API).
 pub async fn create_topic(topic: &str, partitions: i32) {
     let mut kafka = rewardhooks::config::Settings::load_with_env(
