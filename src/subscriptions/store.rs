@@ -319,7 +319,16 @@ impl SubscriptionStore {
         }));
         let store = self.clone();
         store.check_caught_up(&ends);
+        // Test only: hold back this view (records read after it caught up)
+        // to show that a view that is behind waits instead of dropping.
+        let lag = std::env::var("REWARDHOOKS_TEST_VIEW_LAG_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
+            if let Some(lag) = lag.filter(|_| store.applied.is_ready()) {
+                tokio::task::block_in_place(|| std::thread::sleep(lag));
+            }
             let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());
             let write = Written {
                 kind: header_str(msg.headers(), WRITE_HEADER).and_then(WriteKind::parse),

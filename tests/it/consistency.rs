@@ -435,3 +435,36 @@ async fn a_deleted_subscription_stays_deleted_while_its_circuit_moves_even_after
         "after a restart too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_stage_whose_view_is_behind_waits_instead_of_dropping() {
+    let deployment = Deployment::new("behind");
+    let fanout = Instance::start_roles(&deployment, "api,fanout").await;
+    // The delivery instance reads every subscription write 3 s late.
+    let mut lagging = deployment.clone();
+    lagging
+        .env
+        .push(("REWARDHOOKS_TEST_VIEW_LAG_MS".into(), "3000".into()));
+    let deliver = Instance::start_roles(&lagging, "api,deliver").await;
+    fanout.wait_assigned_groups(1).await;
+    deliver.wait_assigned_groups(1).await;
+    let receiver = Receiver::start(200, std::time::Duration::ZERO).await;
+    let (sub, secret) = fanout
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    produce_many(&deployment, "points.earned", "evt_behind", 5).await;
+    let want: BTreeSet<String> = (0..5).map(|n| format!("evt_behind{n}")).collect();
+    receiver
+        .wait_completed(&sub, &want, std::time::Duration::from_secs(60))
+        .await;
+    receiver.assert_delivered(&[(sub.as_str(), &want)], 0);
+    let dropped = sample_sum_if_present(
+        &metrics(&deliver).await,
+        "rewardhooks_deliveries_dropped_total",
+        &[],
+    )
+    .unwrap_or(0.0);
+    assert_eq!(dropped, 0.0, "a view that was behind dropped deliveries");
+}

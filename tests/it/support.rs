@@ -247,19 +247,21 @@ impl Instance {
     /// Waits until both consumer groups have partitions, so records
     /// produced from now on are consumed by this instance.
     pub async fn wait_assigned(&self) {
+        self.wait_assigned_groups(2).await
+    }
+
+    /// Waits until `groups` consumer groups have partitions (1 for an
+    /// instance running only one of the fan-out and deliver roles).
+    pub async fn wait_assigned_groups(&self, groups: usize) {
         let logs = self.logs.clone();
-        eventually(
-            "both consumer groups assigned",
-            Duration::from_secs(60),
-            || {
-                logs.lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|l| l.contains("Partitions assigned."))
-                    .count()
-                    >= 2
-            },
-        )
+        eventually("consumer groups assigned", Duration::from_secs(60), || {
+            logs.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("Partitions assigned."))
+                .count()
+                >= groups
+        })
         .await;
     }
 
