@@ -468,3 +468,69 @@ async fn a_delivery_stage_whose_view_is_behind_waits_instead_of_dropping() {
     .unwrap_or(0.0);
     assert_eq!(dropped, 0.0, "a view that was behind dropped deliveries");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_retried_with_one_idempotency_key_replays_once() {
+    let deployment = Deployment::new("replayidem").delivery(r#"retry_schedule = ["1s"]"#);
+    let a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    let receiver = Receiver::start(500, std::time::Duration::ZERO).await;
+    let alice = a.api_client("alice-token");
+    let (sub, _) = alice
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    produce_many(&deployment, "points.earned", "evt_ri", 3).await;
+    alice
+        .get_until(
+            &format!("/v1/dead-letters?subscription_id={sub}"),
+            std::time::Duration::from_secs(60),
+            |v| v["data"].as_array().is_some_and(|d| d.len() == 3),
+        )
+        .await;
+    receiver.set_status(200);
+    let body = json!({"subscription_id": sub});
+    let key = [("Idempotency-Key", "replay-after-fix-1")];
+    let (status, _, first) = alice
+        .call_with("POST", "/v1/dead-letters/replay", &key, Some(body.clone()))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["replayed"], 3);
+    // The same call again, through the other instance: the first answer,
+    // nothing replayed twice.
+    let alice_b = b.api_client("alice-token");
+    let (status, _, second) = alice_b
+        .call_with("POST", "/v1/dead-letters/replay", &key, Some(body.clone()))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["replayed"], 3, "the first result again");
+    let (status, _, other) = alice
+        .call_with(
+            "POST",
+            "/v1/dead-letters/replay",
+            &key,
+            Some(json!({"subscription_id": sub, "ids": ["dlq_0_0"]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{other}");
+    assert_eq!(other["error"]["code"], "idempotency_key_reused");
+    let want: BTreeSet<String> = (0..3).map(|n| format!("evt_ri{n}")).collect();
+    eventually("replayed once", std::time::Duration::from_secs(30), || {
+        receiver
+            .completed()
+            .iter()
+            .filter(|r| r.status == 200)
+            .count()
+            >= 3
+    })
+    .await;
+    let delivered: Vec<String> = receiver
+        .completed()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.event_id())
+        .collect();
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    assert_eq!(delivered.into_iter().collect::<BTreeSet<_>>(), want);
+}
