@@ -91,7 +91,7 @@ impl Deliverer {
             }
             durable
         };
-        let ((), durable) = tokio::join!(self.log_attempt(&attempt), outcome);
+        let (_, durable) = tokio::join!(self.log_attempt(&attempt), outcome);
         if durable {
             job.record.complete();
         }
