@@ -138,6 +138,9 @@ enum Command {
         /// The subscription's secret (whsec_…).
         #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
         secret: String,
+        /// Exit after this many distinct verified webhooks (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
     },
     /// Print the event payload reference (docs/events.md) from the catalog.
     DocsEvents {
@@ -309,7 +312,11 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Receive { port, secret } => rewardhooks::cli::receive::run(port, secret).await,
+        Command::Receive {
+            port,
+            secret,
+            count,
+        } => rewardhooks::cli::receive::run(port, secret, count).await,
         Command::Subscriptions {
             api_url,
             token,

@@ -21,6 +21,9 @@ const TOLERANCE_SECONDS: i64 = 300;
 struct Receiver {
     key: Arc<Vec<u8>>,
     seen: Arc<Mutex<HashSet<String>>>,
+    /// Stop after this many verified webhooks (0: never).
+    count: usize,
+    done: Arc<tokio::sync::Notify>,
 }
 
 /// Whether the headers carry a valid signature of `body` made now-ish.
@@ -63,17 +66,19 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     ) {
         Ok(()) => {
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let fresh = receiver
-                .seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone());
+            let (fresh, verified) = {
+                let mut seen = receiver.seen.lock().unwrap_or_else(|e| e.into_inner());
+                (seen.insert(id.clone()), seen.len())
+            };
             println!(
                 "verified {} {id}{} {}",
                 event["type"].as_str().unwrap_or("?"),
                 if fresh { "" } else { " (duplicate)" },
                 event["data"]
             );
+            if receiver.count > 0 && verified >= receiver.count {
+                receiver.done.notify_one();
+            }
             StatusCode::NO_CONTENT
         }
         Err(why) => {
@@ -83,17 +88,21 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: Byt
     }
 }
 
-/// Serves `POST /webhook` (any path) on 127.0.0.1:`port` until Ctrl-C.
-pub async fn run(port: u16, secret: String) -> anyhow::Result<()> {
+/// Serves `POST /webhook` (any path) on 127.0.0.1:`port` until Ctrl-C, or
+/// until `count` distinct webhooks verified (0: no limit).
+pub async fn run(port: u16, secret: String, count: usize) -> anyhow::Result<()> {
     let key = Secret::from_string(secret)
         .key_bytes()
         .ok_or_else(|| anyhow::anyhow!("--secret must be whsec_ followed by base64"))?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    let done = Arc::new(tokio::sync::Notify::new());
     let state = Receiver {
         key: Arc::new(key),
         seen: Arc::default(),
+        count,
+        done: done.clone(),
     };
     let router = axum::Router::new()
         .route("/{*path}", post(receive))
@@ -104,8 +113,11 @@ pub async fn run(port: u16, secret: String) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = done.notified() => {}
+            }
         })
         .await?;
     Ok(())
