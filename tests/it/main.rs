@@ -2,6 +2,7 @@
 //! KAFKA_BOOTSTRAP (`make test` starts Tansu), rewardhooks as a process.
 
 mod api;
+mod cli;
 mod examples;
 mod failures;
 mod flow;
