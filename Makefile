@@ -88,8 +88,9 @@ examples: build
 bench-micro:
 	$(CARGO) bench --bench micro
 
-## Follow the integration guide against `rewardhooks dev`: register with the
-## guide's curl, run the example receiver, send a test webhook.
+## Run the README quickstart and the four integration guides as written (their
+## `sh` blocks, extracted from the markdown) against a `rewardhooks dev`;
+## Rust, Python and Node receivers. A guide whose commands fail fails this.
 guide:
 	scripts/check-guide.sh
 

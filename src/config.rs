@@ -62,6 +62,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// One info line per successful delivery (on in `rewardhooks dev`).
+    pub deliveries: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod error;
 pub mod ops;
+pub mod pages;
 mod pagination;
 pub mod subscriptions;
 
@@ -193,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state.clone())
         .merge(ops::router(state.shared))
+        .merge(pages::router())
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.

@@ -82,7 +82,8 @@ impl Deliverer {
     }
 
     /// Sends a signed request to a subscription's endpoint and records the
-    /// attempt in the attempts topic (the API's test webhooks).
+    /// attempt in the attempts topic (the API's test webhooks). Once written,
+    /// the attempt is in this instance's delivery log before this returns.
     pub async fn attempt(
         &self,
         live: &LiveSubscription,
@@ -91,7 +92,9 @@ impl Deliverer {
     ) -> (AttemptResult, AttemptRecord) {
         let permit = self.requests.acquire(&live.sub.owner).await;
         let (result, attempt) = self.send(permit, live, headers, body).await;
-        self.log_attempt(&attempt).await;
+        if self.log_attempt(&attempt).await {
+            self.shared.attempt_log.add_local(attempt.clone());
+        }
         (result, attempt)
     }
 
@@ -140,15 +143,20 @@ impl Deliverer {
         (result, attempt)
     }
 
-    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) {
+    /// Writes the attempt to the attempts topic; false when it never can be.
+    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) -> bool {
         let record = OwnedRecord {
             topic: self.shared.topics.attempts.clone(),
             key: Some(attempt.subscription_id.as_bytes().to_vec()),
             payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
-        if let Err(e) = record.produce_durably(&self.shared.producer).await {
-            tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
+        match record.produce_durably(&self.shared.producer).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
+                false
+            }
         }
     }
 

@@ -60,7 +60,18 @@ impl Deliverer {
                         .inc();
                     let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
                     METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
-                    tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+                    if self.shared.settings.log.deliveries {
+                        tracing::info!(
+                            event_type = %job.headers.event_type,
+                            subscription_id = %live.sub.id,
+                            event_id = %job.headers.event_id,
+                            status = result.status.unwrap_or_default(),
+                            latency_ms = result.duration.as_millis() as u64,
+                            "Delivered."
+                        );
+                    } else {
+                        tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+                    }
                 }
                 Outcome::Gone => {
                     self.disable(live, "endpoint answered 410 Gone").await;
@@ -91,7 +102,7 @@ impl Deliverer {
             }
             durable
         };
-        let ((), durable) = tokio::join!(self.log_attempt(&attempt), outcome);
+        let (_, durable) = tokio::join!(self.log_attempt(&attempt), outcome);
         if durable {
             job.record.complete();
         }

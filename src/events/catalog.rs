@@ -97,6 +97,15 @@ impl EventType {
         super::Event::new(id, self.name.clone(), chrono::Utc::now(), data)
     }
 
+    /// Every way `data` fails the schema, as (JSON pointer, message) pairs
+    /// (empty when it is valid).
+    pub fn problems(&self, data: &Value) -> Vec<(String, String)> {
+        self.validator
+            .iter_errors(data)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect()
+    }
+
     /// Checks `data` against the schema; the error names the failing path.
     pub(crate) fn validate(&self, data: &Value) -> Result<(), String> {
         self.validator.validate(data).map_err(|e| {

@@ -27,6 +27,14 @@ pub(crate) struct TrackingContext {
 
 impl ClientContext for TrackingContext {}
 
+/// Partition assignments seen by this process's tracked consumers (`dev`
+/// prints its banner after the first ones, below their log lines).
+static ASSIGNMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub fn assignments() -> usize {
+    ASSIGNMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl ConsumerContext for TrackingContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
@@ -50,6 +58,7 @@ impl ConsumerContext for TrackingContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            ASSIGNMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "Partitions assigned.");
         }
     }

@@ -3,6 +3,7 @@
 
 mod accounting;
 mod api;
+mod cli;
 mod consistency;
 mod examples;
 mod failures;
