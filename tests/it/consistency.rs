@@ -13,14 +13,20 @@ const HOOK: &str = "http://127.0.0.1:9/hook";
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delete_racing_patches_and_rotations_is_never_undone() {
     let deployment = Deployment::new("delrace");
-    let instance = Instance::start(&deployment).await;
-    let api = instance.api_client(ADMIN_TOKEN);
+    let a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    a.wait_assigned().await;
+    b.wait_assigned().await;
+    let receiver = Receiver::start(200, std::time::Duration::ZERO).await;
+    let (api, other) = (a.api_client(ADMIN_TOKEN), b.api_client(ADMIN_TOKEN));
     for trial in 0..20 {
-        let (id, _) = api.subscribe(HOOK, &["points.earned"], None).await;
+        let (id, _) = api.subscribe(&receiver.url, &["points.earned"], None).await;
         let path = format!("/v1/subscriptions/{id}");
         let rotate = format!("{path}/secret/rotate");
+        // The delete goes through one instance, the racing writes through
+        // both.
         let patch = |n: usize| {
-            let (api, path) = (&api, &path);
+            let (api, path) = (if n % 2 == 0 { &api } else { &other }, &path);
             async move {
                 api.call("PATCH", path, Some(json!({"description": format!("p{n}")})))
                     .await
@@ -28,7 +34,7 @@ async fn a_delete_racing_patches_and_rotations_is_never_undone() {
             }
         };
         let (deleted, patched, rotated) = tokio::join!(
-            api.call("DELETE", &path, None),
+            other.call("DELETE", &path, None),
             join_all((0..3).map(patch)),
             join_all((0..2).map(|_| async { api.call("POST", &rotate, None).await.0 })),
         );
@@ -39,12 +45,44 @@ async fn a_delete_racing_patches_and_rotations_is_never_undone() {
                 "trial {trial}: a racing write answered {status}"
             );
         }
-        let (status, v) = api.call("GET", &path, None).await;
-        assert_eq!(
-            status, 404,
-            "trial {trial}: the deleted subscription came back: {v}"
-        );
+        for instance in [&api, &other] {
+            let v = instance
+                .get_until(&path, std::time::Duration::from_secs(5), |v| {
+                    v.is_null() || v["error"]["code"] == "not_found"
+                })
+                .await;
+            let (status, _) = instance.call("GET", &path, None).await;
+            assert_eq!(
+                status, 404,
+                "trial {trial}: the deleted subscription came back: {v}"
+            );
+        }
     }
+    // With events flowing, nothing reaches a subscription after its 204 but
+    // what was already in flight.
+    let (id, _) = api.subscribe(&receiver.url, &["tier.changed"], None).await;
+    produce_many(&deployment, "tier.changed", "evt_before_delete", 20).await;
+    let (status, _) = other
+        .call("DELETE", &format!("/v1/subscriptions/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    produce_many(&deployment, "tier.changed", "evt_after_delete", 20).await;
+    // Proves an absence: a fixed wait, several delivery round trips long.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let late: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.event_id())
+        .filter(|id| id.starts_with("evt_after_delete"))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "webhooks after the delete answered 204: {late:?}"
+    );
+    assert!(
+        receiver.count() - after_delete <= 20,
+        "only what was in flight"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
