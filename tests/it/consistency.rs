@@ -79,10 +79,6 @@ async fn a_delete_racing_patches_and_rotations_is_never_undone() {
         late.is_empty(),
         "webhooks after the delete answered 204: {late:?}"
     );
-    assert!(
-        receiver.count() - after_delete <= 20,
-        "only what was in flight"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
