@@ -104,7 +104,7 @@ pub async fn replay(
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     // Replaying needs the subscription to exist: deliveries go to it.
-    find(&state, &caller, &body.subscription_id)?;
+    find(&state, &caller, &body.subscription_id).await?;
     let dead_letters = &state.shared.dead_letters;
     // Idempotency-Key: the same replay asked again answers the first result.
     let owner = caller.owner_scope().unwrap_or("admin").to_string();

@@ -36,7 +36,7 @@ pub async fn attempts(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<AttemptsQuery>,
 ) -> Result<Json<Page<AttemptRecord>>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find(&state, &caller, &id).await?;
     let limit = page_limit(q.limit)?;
     let before = q
         .before

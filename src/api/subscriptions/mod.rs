@@ -277,22 +277,24 @@ fn check_fields(
 }
 
 /// The subscription, if the caller may see it; another owner's is 404.
-pub(in crate::api) fn find(
+pub(in crate::api) async fn find(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> Result<Subscription, ApiError> {
-    find_live(state, caller, id).map(|live| live.sub.clone())
+    find_live(state, caller, id)
+        .await
+        .map(|live| live.sub.clone())
 }
 
 /// The subscription, when this instance can also sign for it (it has the
 /// secrets key its secret is sealed with); 503 otherwise.
-pub(in crate::api) fn find_usable(
+pub(in crate::api) async fn find_usable(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> Result<Subscription, ApiError> {
-    let live = find_live(state, caller, id)?;
+    let live = find_live(state, caller, id).await?;
     if let Some(kid) = &live.unknown_key {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -304,16 +306,25 @@ pub(in crate::api) fn find_usable(
 }
 
 /// The same, with its version.
-pub(in crate::api) fn find_live(
+///
+/// An id this instance does not know is looked up again after its view has
+/// read the subscriptions topic to its end (the read fence), so a
+/// subscription created through another instance is found here as soon as
+/// its create answered 201.
+pub(in crate::api) async fn find_live(
     state: &AppState,
     caller: &Caller,
     id: &str,
 ) -> Result<Arc<LiveSubscription>, ApiError> {
-    state
-        .shared
-        .store
-        .get(id)
-        .filter(|live| caller.may_see(&live.sub.owner))
+    let store = &state.shared.store;
+    let live = match store.get(id) {
+        Some(live) => Some(live),
+        None => {
+            store.fence().await;
+            store.get(id)
+        }
+    };
+    live.filter(|live| caller.may_see(&live.sub.owner))
         .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
@@ -473,7 +484,7 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let live = find_live(&state, &caller, &id)?;
+    let live = find_live(&state, &caller, &id).await?;
     Ok((
         etag(live.version),
         Json(SubscriptionView::from(live.as_ref())),
@@ -499,7 +510,7 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
     let pinned = if_match(&headers)?;
-    let sub = find(&state, &caller, &id)?;
+    let sub = find(&state, &caller, &id).await?;
     let url = match &body.url {
         Some(url) => Some(check_url(&state, url).await?),
         None => None,
@@ -520,7 +531,7 @@ pub async fn update(
         ));
     }
     // Disabled by the system (health state): an owner's "active" re-enables.
-    let disabled = find_live(&state, &caller, &id)?.sub.status == Status::Disabled;
+    let disabled = find_live(&state, &caller, &id).await?.sub.status == Status::Disabled;
     // Only the named fields change, merged onto the latest version.
     let written = state
         .shared
@@ -584,7 +595,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let pinned = if_match(&headers)?;
-    let sub = find(&state, &caller, &id)?;
+    let sub = find(&state, &caller, &id).await?;
     state
         .shared
         .store

@@ -29,7 +29,7 @@ pub async fn secret(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let sub = find_usable(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id).await?;
     Ok(Json(SecretView {
         secret: sub.secret.expose().to_string(),
     }))
@@ -48,7 +48,7 @@ pub async fn rotate_secret(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find(&state, &caller, &id).await?;
     let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
         .unwrap_or_else(|_| chrono::Duration::days(1));
     // Rotated on the latest version; the answer is the secret that won, so

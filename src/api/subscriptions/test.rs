@@ -37,7 +37,7 @@ pub async fn test(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<AttemptRecord>, ApiError> {
-    let sub = find_usable(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id).await?;
     let Some(kind) = state.shared.catalog.get(&body.event_type) else {
         return Err(ApiError::invalid(
             "invalid_event_types",
