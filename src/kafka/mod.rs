@@ -16,9 +16,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::{format_duration, KafkaSettings};
 
@@ -26,6 +26,9 @@ use crate::config::{format_duration, KafkaSettings};
 pub enum KafkaSetupError {
     #[error("cannot create Kafka client: {0}")]
     Client(#[source] rdkafka::error::KafkaError),
+    /// Why, with what librdkafka last reported (e.g. a failed TLS handshake).
+    #[error("cannot reach Kafka at {brokers}: {why}")]
+    Unreachable { brokers: String, why: String },
     #[error("cannot create topic {topic}: {source}")]
     CreateTopic {
         topic: String,
@@ -168,7 +171,7 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = client_config(settings, ClientKind::Admin)
         .create()
         .map_err(KafkaSetupError::Client)?;
-    let existing = existing_topics(&admin).await?;
+    let existing = existing_topics(settings).await?;
     let specs: Vec<SpecText<'_>> = specs
         .iter()
         .filter(|s| !existing.contains(&s.name))
@@ -218,15 +221,68 @@ pub async fn ensure_topics(
     Ok(())
 }
 
-async fn existing_topics(
-    admin: &AdminClient<DefaultClientContext>,
-) -> Result<Vec<String>, KafkaSetupError> {
+/// A client context that keeps librdkafka's last error, so a failure at
+/// start can say why (a TLS handshake, authentication, DNS).
+#[derive(Default)]
+struct ProbeContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // "1/1 brokers are down" follows every failure; the reason before it
+        // is the one worth reporting.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        // librdkafka's own log line (at ERROR) already tells the operator.
+        tracing::debug!(error = %error, reason, "Kafka client error.");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// The topics that exist. The admin client never serves librdkafka's log and
+/// error events, so the metadata comes from a client whose events are polled
+/// here: why the brokers cannot be reached is logged and returned.
+async fn existing_topics(settings: &KafkaSettings) -> Result<Vec<String>, KafkaSetupError> {
+    let probe: BaseProducer<ProbeContext> = client_config(settings, ClientKind::Admin)
+        .create_with_context(ProbeContext::default())
+        .map_err(KafkaSetupError::Client)?;
     let metadata = tokio::task::block_in_place(|| {
-        admin
-            .inner()
-            .fetch_metadata(None, Timeout::After(Duration::from_secs(30)))
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    probe.poll(Duration::from_millis(100));
+                }
+            });
+            let metadata = probe
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(30)));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            metadata
+        })
     })
-    .map_err(KafkaSetupError::Client)?;
+    .map_err(|e| {
+        let last = probe
+            .context()
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        KafkaSetupError::Unreachable {
+            brokers: settings.brokers.clone(),
+            why: match last {
+                Some(last) => format!("{e} (last broker error: {last})"),
+                None => e.to_string(),
+            },
+        }
+    })?;
     Ok(metadata
         .topics()
         .iter()
