@@ -56,7 +56,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         &settings.kafka,
         &group,
         &settings.kafka.input_topics,
-        "cooperative-sticky",
+        crate::kafka::FANOUT_ASSIGNMENT,
     )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
     stage::run(

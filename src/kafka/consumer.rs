@@ -9,7 +9,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
@@ -70,6 +70,38 @@ impl RecordRef {
     }
 }
 
+/// A stage consumer's configuration: the consumer defaults, its group and
+/// assignment strategy, and what rewardhooks sets for latency, unless
+/// `[kafka.consumer]` says otherwise.
+pub fn stage_config(
+    settings: &KafkaSettings,
+    group_id: &str,
+    assignment_strategy: &str,
+) -> ClientConfig {
+    let mut config = client_config(settings, ClientKind::Consumer);
+    config
+        .set("group.id", group_id)
+        .set("partition.assignment.strategy", assignment_strategy)
+        // Event-to-delivery latency: some brokers (Tansu) answer an idle
+        // fetch only when this runs out instead of when data arrives.
+        .set("fetch.wait.max.ms", "10")
+        // A subscribed topic that appears after start (an upstream team
+        // creates it late) is noticed within seconds, not librdkafka's
+        // default five minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
+    // An operator's explicit choice wins.
+    for key in [
+        "partition.assignment.strategy",
+        "fetch.wait.max.ms",
+        "topic.metadata.refresh.interval.ms",
+    ] {
+        if let Some(value) = settings.consumer.get(key) {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
 pub struct TrackedConsumer {
     consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
@@ -84,27 +116,7 @@ impl TrackedConsumer {
         assignment_strategy: &str,
     ) -> Result<Self, KafkaSetupError> {
         let tracker = SharedTracker::default();
-        let mut config = client_config(settings, ClientKind::Consumer);
-        config
-            .set("group.id", group_id)
-            .set("partition.assignment.strategy", assignment_strategy)
-            // Event-to-delivery latency: some brokers (Tansu) answer an idle
-            // fetch only when this runs out instead of when data arrives.
-            .set("fetch.wait.max.ms", "10")
-            // A subscribed topic that appears after start (an upstream team
-            // creates it late) is noticed within seconds, not librdkafka's
-            // default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000");
-        // An operator's explicit choice wins.
-        for key in [
-            "partition.assignment.strategy",
-            "fetch.wait.max.ms",
-            "topic.metadata.refresh.interval.ms",
-        ] {
-            if let Some(value) = settings.consumer.get(key) {
-                config.set(key, value);
-            }
-        }
+        let config = stage_config(settings, group_id, assignment_strategy);
         let consumer: StreamConsumer<TrackingContext> = config
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),
