@@ -110,6 +110,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         &group,
         &topics,
         crate::kafka::DELIVER_ASSIGNMENT,
+        shared.deliver_status.clone(),
     )?;
     tracing::info!(%group, tiers = ?deliverer.schedule.topics(), "Delivery started.");
     // Every tier's counter exists from the start, so its first increase shows.

@@ -57,6 +57,7 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         &group,
         &settings.kafka.input_topics,
         crate::kafka::FANOUT_ASSIGNMENT,
+        shared.fanout_status.clone(),
     )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
     stage::run(

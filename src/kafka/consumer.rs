@@ -13,6 +13,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::stage::StageStatus;
 use crate::kafka::{client_config, ClientKind, KafkaSetupError};
 
 pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
@@ -23,6 +24,7 @@ fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
 
 pub struct TrackingContext {
     tracker: SharedTracker,
+    status: Arc<StageStatus>,
 }
 
 impl ClientContext for TrackingContext {}
@@ -44,12 +46,14 @@ impl ConsumerContext for TrackingContext {
             for p in partitions.elements() {
                 tracker.revoke(p.topic(), p.partition());
             }
+            self.status.revoked(partitions.count());
             tracing::info!(partitions = partitions.count(), "Partitions revoked.");
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            self.status.assigned(partitions.count());
             tracing::info!(partitions = partitions.count(), "Partitions assigned.");
         }
     }
@@ -106,6 +110,7 @@ pub struct TrackedConsumer {
     consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
     topics: Vec<Arc<str>>,
+    status: Arc<StageStatus>,
 }
 
 impl TrackedConsumer {
@@ -114,12 +119,14 @@ impl TrackedConsumer {
         group_id: &str,
         topics: &[String],
         assignment_strategy: &str,
+        status: Arc<StageStatus>,
     ) -> Result<Self, KafkaSetupError> {
         let tracker = SharedTracker::default();
         let config = stage_config(settings, group_id, assignment_strategy);
         let consumer: StreamConsumer<TrackingContext> = config
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),
+                status: status.clone(),
             })
             .map_err(KafkaSetupError::Client)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -130,7 +137,13 @@ impl TrackedConsumer {
             consumer,
             tracker,
             topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            status,
         })
+    }
+
+    /// What `/readyz` says of this consumer's stage.
+    pub fn status(&self) -> &StageStatus {
+        &self.status
     }
 
     /// The next record (or a consumer error).
