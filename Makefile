@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,10 +19,14 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy test-docker examples guide
+test: test-alerts test-deploy test-docker examples guide check-guarantees
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
+
+## docs/guarantees.md names only tests that exist (and prints its counts).
+check-guarantees:
+	python3 scripts/check-guarantees.py
 
 ## Alert rules: syntax and unit tests (promtool, from Debian's prometheus),
 ## every alert tested firing and quiet, with severity, summary, description,
@@ -84,8 +88,9 @@ examples: build
 bench-micro:
 	$(CARGO) bench --bench micro
 
-## Follow the integration guide against `rewardhooks dev`: register with the
-## guide's curl, run the example receiver, send a test webhook.
+## Run the README quickstart and the four integration guides as written (their
+## `sh` blocks, extracted from the markdown) against a `rewardhooks dev`;
+## Rust, Python and Node receivers. A guide whose commands fail fails this.
 guide:
 	scripts/check-guide.sh
 

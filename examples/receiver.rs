@@ -111,9 +111,12 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| "set WEBHOOK_SECRET=whsec_…")?;
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".to_string());
+    // A port (9000) or an address (127.0.0.1:9000), like the Python and Node receivers.
+    let addr = match std::env::args().nth(1) {
+        Some(port) if port.parse::<u16>().is_ok() => format!("127.0.0.1:{port}"),
+        Some(addr) => addr,
+        None => "127.0.0.1:9000".to_string(),
+    };
     let (tx, mut rx) = mpsc::channel::<Value>(10_000);
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {

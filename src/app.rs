@@ -43,7 +43,7 @@ pub struct App {
 }
 
 /// The internal topics (and the input topics when asked) to create at start.
-pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
+pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
     let partitions = settings.kafka.partitions;
     let mut specs: Vec<TopicSpec> = [
         &topics.deliveries,
@@ -69,6 +69,12 @@ pub fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec> {
     // One partition keeps every subscription write in one total order.
     specs.push(TopicSpec {
         name: topics.subscriptions.clone(),
+        partitions: 1,
+        compact: true,
+        retention: None,
+    });
+    specs.push(TopicSpec {
+        name: topics.health.clone(),
         partitions: 1,
         compact: true,
         retention: None,
@@ -106,6 +112,8 @@ impl App {
             topics.subscriptions.clone(),
             settings.api.write_timeout,
             cipher,
+            settings.api.max_subscriptions_per_owner,
+            topics.health.clone(),
         );
         let dead_letters = DeadLetters::new(
             &settings.kafka,

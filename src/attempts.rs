@@ -30,14 +30,22 @@ pub struct AttemptRecord {
 }
 
 pub struct AttemptLog {
-    per_subscription: RwLock<HashMap<String, VecDeque<AttemptRecord>>>,
+    per_subscription: RwLock<View>,
     keep: usize,
+}
+
+#[derive(Default)]
+struct View {
+    lists: HashMap<String, VecDeque<AttemptRecord>>,
+    /// Attempts added locally ([`AttemptLog::add_local`]) that the follower
+    /// has not read back yet: skipped once when it does.
+    pending: Vec<AttemptRecord>,
 }
 
 impl AttemptLog {
     pub fn new(keep: usize) -> Arc<Self> {
         Arc::new(AttemptLog {
-            per_subscription: RwLock::new(HashMap::new()),
+            per_subscription: RwLock::new(View::default()),
             keep,
         })
     }
@@ -59,12 +67,47 @@ impl AttemptLog {
         })))
     }
 
-    pub fn add(&self, attempt: AttemptRecord) {
-        let mut map = self
+    /// An attempt read from the attempts topic.
+    pub(crate) fn add(&self, attempt: AttemptRecord) {
+        let mut view = self
             .per_subscription
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(attempt.subscription_id.clone()).or_default();
+        if let Some(i) = view.pending.iter().position(|p| *p == attempt) {
+            view.pending.swap_remove(i);
+            return;
+        }
+        self.push(&mut view, attempt);
+    }
+
+    /// An attempt this instance has just written durably to the attempts
+    /// topic, shown at once (read your own writes: the test webhook answers
+    /// after its attempt is in this view); the follower's copy is skipped.
+    pub fn add_local(&self, attempt: AttemptRecord) {
+        let mut view = self
+            .per_subscription
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let seen = view
+            .lists
+            .get(&attempt.subscription_id)
+            .is_some_and(|list| list.contains(&attempt));
+        if seen {
+            return;
+        }
+        // Bounded: a record that never comes back cannot pile up.
+        if view.pending.len() >= 1024 {
+            view.pending.remove(0);
+        }
+        view.pending.push(attempt.clone());
+        self.push(&mut view, attempt);
+    }
+
+    fn push(&self, view: &mut View, attempt: AttemptRecord) {
+        let list = view
+            .lists
+            .entry(attempt.subscription_id.clone())
+            .or_default();
         list.push_back(attempt);
         while list.len() > self.keep {
             list.pop_front();
@@ -72,17 +115,17 @@ impl AttemptLog {
     }
 
     /// Newest first, at most `limit`, only attempts strictly before `before`.
-    pub fn recent(
+    pub(crate) fn recent(
         &self,
         subscription_id: &str,
         before: Option<DateTime<Utc>>,
         limit: usize,
     ) -> Vec<AttemptRecord> {
-        let map = self
+        let view = self
             .per_subscription
             .read()
             .unwrap_or_else(|e| e.into_inner());
-        let Some(list) = map.get(subscription_id) else {
+        let Some(list) = view.lists.get(subscription_id) else {
             return Vec::new();
         };
         let mut out: Vec<AttemptRecord> = list
@@ -136,5 +179,21 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["evt_3"]);
         assert!(log.recent("c", None, 10).is_empty());
+    }
+
+    #[test]
+    fn a_local_attempt_shows_at_once_and_once() {
+        let log = AttemptLog::new(10);
+        // Written here, read back later by the follower.
+        log.add_local(attempt("a", 1));
+        assert_eq!(log.recent("a", None, 10).len(), 1);
+        log.add(attempt("a", 1));
+        assert_eq!(log.recent("a", None, 10).len(), 1);
+        // Read back before the local insert: still once.
+        log.add(attempt("a", 2));
+        log.add_local(attempt("a", 2));
+        assert_eq!(log.recent("a", None, 10).len(), 2);
+        log.add(attempt("a", 3));
+        assert_eq!(log.recent("a", None, 10).len(), 3);
     }
 }

@@ -62,6 +62,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// One info line per successful delivery (on in `rewardhooks dev`).
+    pub deliveries: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +146,10 @@ pub struct DeliverySettings {
     pub disable_after: Duration,
     #[serde(with = "duration")]
     pub rotation_grace: Duration,
+    #[serde(with = "duration")]
+    pub pause_hold: Duration,
+    /// Explicit outbound proxy URL ("" = none).
+    pub proxy: String,
     pub max_response_bytes: usize,
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -220,7 +226,7 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
 
 impl SecuritySettings {
     /// Where webhooks may go, as the sender and the API check it.
-    pub fn destination_policy(&self) -> DestinationPolicy {
+    pub(crate) fn destination_policy(&self) -> DestinationPolicy {
         DestinationPolicy::new(
             self.allow_insecure_http,
             self.allow_private_networks,
@@ -269,7 +275,7 @@ impl Settings {
         Ok(settings)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must name at least one broker"));
@@ -368,6 +374,12 @@ impl Settings {
             )
             .map_err(|e| invalid("security.secrets_key", e.to_string()))?;
         }
+        if !self.delivery.proxy.is_empty() && reqwest::Proxy::all(&self.delivery.proxy).is_err() {
+            return Err(invalid(
+                "delivery.proxy",
+                format!("{:?} is not a proxy URL", self.delivery.proxy),
+            ));
+        }
         if self.metrics.lag_interval < Duration::from_millis(100) {
             return Err(invalid("metrics.lag_interval", "must be at least 100ms"));
         }
@@ -426,7 +438,7 @@ fn valid_topic_part(s: &str) -> bool {
 }
 
 /// Formats a duration the way the configuration spells it ("5s", "30m").
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 3_600_000 == 0 {
         format!("{}h", ms / 3_600_000)
@@ -446,11 +458,11 @@ mod parsed {
     use std::fmt::Display;
     use std::str::FromStr;
 
-    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(v)
     }
 
-    pub fn deserialize<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    pub(crate) fn deserialize<'de, T: FromStr, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         let text = String::deserialize(d)?;
         text.trim().parse().map_err(|_| {
             serde::de::Error::custom(format!("{text:?} is not an address like 0.0.0.0:8080"))
@@ -504,11 +516,14 @@ mod dotted {
         }
     }
 
-    pub fn serialize<S: Serializer>(v: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        v: &BTreeMap<String, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<BTreeMap<String, String>, D::Error> {
         let table = BTreeMap::<String, Node>::deserialize(d)?;
@@ -523,14 +538,14 @@ mod optional_ip {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::net::IpAddr;
 
-    pub fn serialize<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(ip) => s.collect_str(ip),
             None => s.serialize_str(""),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
         let text = String::deserialize(d)?;
         if text.trim().is_empty() {
             return Ok(None);
@@ -546,11 +561,11 @@ mod duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::format_duration(*d))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
@@ -561,11 +576,11 @@ mod durations {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(d.iter().map(|d| super::format_duration(*d)))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
         let texts = Vec::<String>::deserialize(d)?;
         texts
             .iter()

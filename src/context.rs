@@ -40,7 +40,7 @@ pub struct Shared {
 
 impl Shared {
     /// Marks a partition stuck: a record it caused can be written nowhere.
-    pub fn mark_stuck(&self, topic: &str, partition: i32, why: String) {
+    pub(crate) fn mark_stuck(&self, topic: &str, partition: i32, why: String) {
         tracing::error!(topic, partition, reason = %why, "Partition stuck: it stops advancing until this is resolved; nothing is lost.");
         METRICS
             .partition_stuck

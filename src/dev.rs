@@ -3,6 +3,7 @@
 //! local receiver plus sample events of every type.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 use crate::app::{App, ALL_ROLES};
+use crate::cli::state::DevState;
 use crate::config::Settings;
 use crate::context::Shared;
 use crate::signing::signature_header;
@@ -31,7 +33,18 @@ fn random_token(prefix: &str) -> String {
     )
 }
 
-pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
+/// `rewardhooks dev` options beyond the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct DevOptions {
+    /// Also run a local receiver and produce sample events.
+    pub demo: bool,
+    /// The admin token (default: `api.admin_token`, else a random one).
+    pub token: Option<String>,
+    /// A stable loopback port that forwards to the embedded broker.
+    pub kafka_port: Option<u16>,
+}
+
+pub async fn run(config: Option<PathBuf>, options: DevOptions) -> anyhow::Result<()> {
     let mut settings = Settings::load(config.as_deref())?;
     // Kept alive for the whole run: dropping it stops the embedded broker.
     let mock = MockCluster::new(1)?;
@@ -41,6 +54,8 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     settings.kafka.partitions = settings.kafka.partitions.min(4);
     settings.security.allow_insecure_http = true;
     settings.security.allow_private_networks = true;
+    // The terminal should say something when things work.
+    settings.log.deliveries = true;
     if settings.security.secrets_key.is_empty() {
         // Dev data lives in memory only, so a fresh key each run is enough.
         settings.security.secrets_key = crate::secrets::SecretCipher::generate_key();
@@ -48,12 +63,22 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
     if settings.api.listen == std::net::SocketAddr::from(([0, 0, 0, 0], 8080)) {
         settings.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 8080));
     }
-    let token = if settings.api.admin_token.is_empty() {
-        let t = random_token("dev_");
-        settings.api.admin_token = t.clone();
-        t
-    } else {
-        "<api.admin_token from your configuration>".to_string()
+    let shown_token = match options.token {
+        Some(t) => {
+            settings.api.admin_token = t.clone();
+            t
+        }
+        None if settings.api.admin_token.is_empty() => {
+            let t = random_token("dev_");
+            settings.api.admin_token = t.clone();
+            t
+        }
+        None => "<api.admin_token from your configuration>".to_string(),
+    };
+    let token = settings.api.admin_token.clone();
+    let bootstrap = match options.kafka_port {
+        Some(port) => forward_kafka(port, mock.bootstrap_servers()).await?,
+        None => mock.bootstrap_servers(),
     };
     let input = settings.kafka.input_topics[0].clone();
     // The mock cluster has no admin API; create the topics through it.
@@ -66,14 +91,38 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
         .api_addr
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
+    // The banner comes after the startup logs, once the instance is ready.
+    let shared = app.shared.clone();
+    let ready = async {
+        // Ready, and both stages (fan-out, deliver) have their partitions.
+        while !(shared.store.is_ready()
+            && shared.kafka_reachable.load(Ordering::Relaxed)
+            && crate::kafka::consumer::assignments() >= 2)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(20), ready).await;
+    let state = DevState {
+        pid: std::process::id(),
+        kafka_bootstrap: bootstrap.clone(),
+        input_topic: input.clone(),
+        api_url: api.clone(),
+        token,
+    };
+    let state_path = match state.write() {
+        Ok(path) => path.display().to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %crate::cli::state::path().display(), "Cannot write the dev state file; pass --api-url, --token and --brokers to the CLI.");
+            "(not written)".to_string()
+        }
+    };
     println!(
-        "\nrewardhooks dev is running on an embedded Kafka.\n\
-         \n  Kafka bootstrap:  {bootstrap}\n  Input topic:      {input}\n  API:              {api}\n  Dev token:        {token}\n\
-         \nRegister an endpoint:\n\n  curl -s -X POST {api}/v1/subscriptions \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n    -d '{{\"url\":\"http://127.0.0.1:9000/webhook\",\"event_types\":[\"*\"]}}'\n\
-         \nMetrics: {api}/metrics   Ready: {api}/readyz   Stop: Ctrl-C\n",
-        bootstrap = mock.bootstrap_servers(),
+        "{}",
+        banner(&bootstrap, &input, &api, &shown_token, &state_path)
     );
-    if demo {
+    if options.demo {
         let shared = app.shared.clone();
         tokio::spawn(async move {
             if let Err(e) = run_demo(shared, input).await {
@@ -81,7 +130,56 @@ pub async fn run(config: Option<PathBuf>, demo: bool) -> anyhow::Result<()> {
             }
         });
     }
-    app.run_until_signal().await
+    let result = app.run_until_signal().await;
+    DevState::remove_own();
+    result
+}
+
+fn banner(bootstrap: &str, input: &str, api: &str, token: &str, state: &str) -> String {
+    [
+        String::new(),
+        "rewardhooks dev is ready, on an embedded Kafka.".into(),
+        String::new(),
+        format!("  Kafka bootstrap:  {bootstrap}"),
+        format!("  Input topic:      {input}"),
+        format!("  API:              {api}"),
+        format!("  Dev token:        {token}"),
+        format!("  State file:       {state} (the CLI finds dev through it)"),
+        String::new(),
+        "A verified webhook, in another terminal from this directory (README.md, Quickstart):".into(),
+        String::new(),
+        "  export PATH=\"$PWD/target/release:$PATH\"".into(),
+        "  SUB=$(rewardhooks subscriptions create --json --url http://127.0.0.1:9000/webhook --event-type '*')".into(),
+        "  rewardhooks receive --port 9000 --secret \"$(echo \"$SUB\" | jq -r .secret)\" --count 1 &".into(),
+        "  rewardhooks produce points.earned".into(),
+        String::new(),
+        format!("API reference: {api}/docs   Metrics: {api}/metrics   Ready: {api}/readyz   Stop: Ctrl-C"),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// Accepts Kafka clients on 127.0.0.1:`port` and pipes them to the embedded
+/// broker. The broker advertises its own (random) port in metadata, which is
+/// on loopback too, so clients bootstrapped here reach it.
+async fn forward_kafka(port: u16, target: String) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("--kafka-port {port}: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(format!("127.0.0.1:{port}"))
 }
 
 #[derive(Clone)]
@@ -138,7 +236,9 @@ async fn run_demo(shared: Arc<Shared>, input: String) -> anyhow::Result<()> {
     let mut sub = Subscription::new("demo".into(), url.clone(), vec!["*".into()]);
     sub.description = Some("rewardhooks dev --demo receiver".into());
     sub.secret = secret;
-    shared.store.put(&sub).await?;
+    if let Err(rejection) = shared.store.create(&sub).await? {
+        anyhow::bail!("demo subscription not created: {rejection:?}");
+    }
     tracing::info!(subscription_id = %sub.id, %url, "Demo receiver subscribed to every event type.");
     let mut tick = tokio::time::interval(Duration::from_secs(3));
     let mut n: u64 = 0;

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod app;
 pub mod attempts;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod deadletter;

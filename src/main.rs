@@ -30,6 +30,74 @@ enum Command {
         /// Also run a local receiver and produce sample events every few seconds.
         #[arg(long)]
         demo: bool,
+        /// Use this admin token instead of a new random one (the same as
+        /// api.admin_token), so it stays the same across restarts.
+        #[arg(long, env = "REWARDHOOKS_DEV_TOKEN")]
+        token: Option<String>,
+        /// Also accept Kafka clients on this loopback port (a stable bootstrap
+        /// address; the embedded broker itself listens on a random port).
+        #[arg(long, env = "REWARDHOOKS_DEV_KAFKA_PORT")]
+        kafka_port: Option<u16>,
+    },
+    /// Produce CloudEvents of a catalog type to the input topic (the catalog
+    /// example, or your own data), or check an event with --validate-only.
+    ///
+    /// Brokers and topic: --brokers/--topic, else the configuration when
+    /// --config or REWARDHOOKS__KAFKA__BROKERS is given, else the running
+    /// `rewardhooks dev` (its state file), else the configuration defaults.
+    Produce {
+        /// Catalog type (points.earned, points.redeemed, tier.changed,
+        /// profile.updated, …); optional when the input is a whole CloudEvent.
+        event_type: Option<String>,
+        /// JSON: the event's `data`, or a whole CloudEvent (it has "specversion").
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// Read that JSON from a file ("-": standard input).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// How many events to produce (each with a fresh id).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// CloudEvents Kafka binding: structured (JSON value) or binary (ce_ headers).
+        #[arg(long, value_enum, default_value = "structured")]
+        mode: rewardhooks::cli::produce::Mode,
+        /// Event id (default: a new evt_cli_… id).
+        #[arg(long)]
+        id: Option<String>,
+        /// Record key (default: the event's subject, else its id).
+        #[arg(long)]
+        key: Option<String>,
+        /// CloudEvents source attribute of built events.
+        #[arg(long, default_value = "/rewardhooks-cli")]
+        source: String,
+        /// Only check the event against the catalog: print what is wrong and
+        /// exit non-zero if rewardhooks would refuse it. Produces nothing.
+        /// --data/--file is then a whole structured CloudEvent.
+        #[arg(long)]
+        validate_only: bool,
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Topic to produce to (default: the first input topic).
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, env = "REWARDHOOKS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manage subscriptions over the admin API (URL and token from flags, the
+    /// environment, or the running `rewardhooks dev`).
+    Subscriptions {
+        /// API base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "REWARDHOOKS_API_URL", global = true)]
+        api_url: Option<String>,
+        /// Bearer token.
+        #[arg(long, env = "REWARDHOOKS_TOKEN", global = true, hide_env_values = true)]
+        token: Option<String>,
+        /// Print JSON (the default when stdout is not a terminal).
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: SubscriptionsCommand,
     },
     /// Replay a subscription's dead letters as fresh deliveries.
     Replay {
@@ -56,6 +124,23 @@ enum Command {
         /// Sign with this secret (default: a new random one).
         #[arg(long)]
         secret: Option<String>,
+        /// POST the signed sample to this URL and print the receiver's answer
+        /// (a non-2xx answer exits non-zero).
+        #[arg(long, requires = "secret")]
+        send: Option<String>,
+    },
+    /// A local receiver for trying things out: verifies each webhook's
+    /// signature with the subscription's secret and prints it.
+    Receive {
+        /// Listen on 127.0.0.1:PORT.
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        /// The subscription's secret (whsec_…).
+        #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// Exit after this many distinct verified webhooks (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
     },
     /// Print the event payload reference (docs/events.md) from the catalog.
     DocsEvents {
@@ -72,6 +157,41 @@ enum Command {
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubscriptionsCommand {
+    /// Every subscription the token may see.
+    List,
+    /// One subscription.
+    Get { id: String },
+    /// Register an endpoint; the answer holds its secret.
+    Create {
+        #[arg(long)]
+        url: String,
+        /// Event type or pattern (repeat or comma separate): points.earned, tier.*, *.
+        #[arg(long = "event-type", value_delimiter = ',', required = true)]
+        event_types: Vec<String>,
+        /// Payload filter as JSON, e.g. '{"data.new_tier":{"$in":["gold"]}}'.
+        #[arg(long)]
+        filter: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a subscription.
+    Delete { id: String },
+    /// Send the catalog example of a type to the endpoint now; prints the attempt.
+    Test {
+        id: String,
+        #[arg(long = "event-type")]
+        event_type: String,
+    },
+    /// The delivery log, newest first.
+    Attempts {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
 }
 
@@ -101,7 +221,10 @@ fn config_path(command: &Command) -> Option<&std::path::Path> {
         | Command::Dev { config, .. }
         | Command::Replay { config, .. }
         | Command::CheckConfig { config } => config.as_deref(),
+        Command::Produce { config, .. } => config.as_deref(),
         Command::Openapi
+        | Command::Subscriptions { .. }
+        | Command::Receive { .. }
         | Command::SampleWebhook { .. }
         | Command::DocsMetrics
         | Command::DocsConfig => None,
@@ -134,9 +257,94 @@ async fn main() -> std::process::ExitCode {
             print!("{}", rewardhooks::reference::config_markdown(defaults));
             Ok(())
         }
-        Command::SampleWebhook { event_type, secret } => {
-            rewardhooks::events::docs::sample_webhook(&event_type, secret)
-                .map(|json| println!("{json}"))
+        Command::SampleWebhook {
+            event_type,
+            secret,
+            send,
+        } => match (
+            rewardhooks::events::docs::sample_webhook(&event_type, secret),
+            send,
+        ) {
+            (Ok(json), Some(url)) => rewardhooks::cli::client::send_sample(&json, &url).await,
+            (Ok(json), None) => {
+                println!("{json}");
+                Ok(())
+            }
+            (Err(e), _) => Err(e),
+        },
+        Command::Produce {
+            event_type,
+            data,
+            file,
+            count,
+            mode,
+            id,
+            key,
+            source,
+            validate_only,
+            brokers,
+            topic,
+            config,
+        } => {
+            let input = match (data, file) {
+                (Some(d), _) => Ok(Some(d)),
+                (None, Some(f)) if f.as_os_str() == "-" => {
+                    std::io::read_to_string(std::io::stdin()).map(Some)
+                }
+                (None, Some(f)) => std::fs::read_to_string(&f).map(Some),
+                (None, None) => Ok(None),
+            };
+            match input {
+                Err(e) => Err(anyhow::anyhow!("cannot read --file: {e}")),
+                Ok(input) => {
+                    let args = rewardhooks::cli::produce::ProduceArgs {
+                        event_type,
+                        input,
+                        count,
+                        mode,
+                        id,
+                        key,
+                        source,
+                        whole_event: validate_only,
+                    };
+                    produce(config, brokers, topic, validate_only, args).await
+                }
+            }
+        }
+        Command::Receive {
+            port,
+            secret,
+            count,
+        } => rewardhooks::cli::receive::run(port, secret, count).await,
+        Command::Subscriptions {
+            api_url,
+            token,
+            json,
+            action,
+        } => {
+            use rewardhooks::cli::client::{self, Action, Api, Output};
+            let action = match action {
+                SubscriptionsCommand::List => Action::List,
+                SubscriptionsCommand::Get { id } => Action::Get(id),
+                SubscriptionsCommand::Create {
+                    url,
+                    event_types,
+                    filter,
+                    description,
+                } => Action::Create {
+                    url,
+                    event_types,
+                    filter,
+                    description,
+                },
+                SubscriptionsCommand::Delete { id } => Action::Delete(id),
+                SubscriptionsCommand::Test { id, event_type } => Action::Test { id, event_type },
+                SubscriptionsCommand::Attempts { id, limit } => Action::Attempts { id, limit },
+            };
+            match Api::resolve(api_url, token) {
+                Ok(api) => client::subscriptions(&api, action, Output::new(json)).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Openapi => {
             use utoipa::OpenApi;
@@ -145,7 +353,19 @@ async fn main() -> std::process::ExitCode {
                 .map(|doc| println!("{doc}"))
                 .map_err(anyhow::Error::from)
         }
-        Command::Dev { config, demo } => rewardhooks::dev::run(config, demo).await,
+        Command::Dev {
+            config,
+            demo,
+            token,
+            kafka_port,
+        } => {
+            let options = rewardhooks::dev::DevOptions {
+                demo,
+                token,
+                kafka_port,
+            };
+            rewardhooks::dev::run(config, options).await
+        }
         Command::Replay {
             config,
             subscription,
@@ -187,6 +407,54 @@ async fn run(config: Option<PathBuf>, roles: Vec<Role>) -> anyhow::Result<()> {
     };
     let app = App::start(settings, &roles).await?;
     app.run_until_signal().await
+}
+
+async fn produce(
+    config: Option<PathBuf>,
+    brokers: Option<String>,
+    topic: Option<String>,
+    validate_only: bool,
+    args: rewardhooks::cli::produce::ProduceArgs,
+) -> anyhow::Result<()> {
+    use rewardhooks::cli::produce;
+    let settings = Settings::load(config.as_deref())?;
+    let catalog = rewardhooks::events::Catalog::load(&settings.events.catalog_dir)?;
+    if validate_only {
+        let event = produce::build_event(&catalog, &args)?;
+        let (errors, warnings) = produce::check(&catalog, settings.events.max_bytes, &event);
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+        for e in &errors {
+            println!("error: {e}");
+        }
+        if !errors.is_empty() {
+            anyhow::bail!(
+                "rewardhooks would refuse this event ({} problems)",
+                errors.len()
+            );
+        }
+        println!(
+            "valid: a {} event rewardhooks accepts",
+            event["type"].as_str().unwrap_or_default()
+        );
+        return Ok(());
+    }
+    // The configuration wins when it was asked for; otherwise a running dev.
+    let configured = config.is_some() || std::env::var_os("REWARDHOOKS__KAFKA__BROKERS").is_some();
+    let dev = (!configured)
+        .then(rewardhooks::cli::state::DevState::read)
+        .flatten();
+    let target = produce::Target {
+        brokers: brokers
+            .or_else(|| dev.as_ref().map(|d| d.kafka_bootstrap.clone()))
+            .unwrap_or_else(|| settings.kafka.brokers.clone()),
+        topic: topic
+            .or_else(|| dev.as_ref().map(|d| d.input_topic.clone()))
+            .unwrap_or_else(|| settings.kafka.input_topics[0].clone()),
+        kafka: settings.kafka.clone(),
+    };
+    produce::produce(&catalog, target, args).await
 }
 
 async fn replay(

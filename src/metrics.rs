@@ -10,7 +10,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub registry: Registry,
     pub events_consumed: IntCounterVec,
     pub events_invalid: IntCounterVec,
@@ -31,9 +31,10 @@ pub struct Metrics {
     pub partition_stuck: IntGaugeVec,
     pub consumer_lag_measured: IntGaugeVec,
     pub first_attempt_duration: Histogram,
+    pub unknown_key_subscriptions: IntGauge,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help).namespace("rewardhooks"), labels)
@@ -237,6 +238,17 @@ impl Metrics {
             "From the event's time to the end of its first delivery attempt, any outcome (retries are not counted): the service's own latency.",
             vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
         );
+        let unknown_key_subscriptions = register(
+            &registry,
+            IntGauge::with_opts(
+                Opts::new(
+                    "subscriptions_unknown_secrets_key",
+                    "Subscriptions whose secret is sealed with a secrets key this instance does not have (a key rollout in progress): their deliveries wait here.",
+                )
+                .namespace("rewardhooks"),
+            )
+            .unwrap_or_else(|e| panic!("metric subscriptions_unknown_secrets_key is malformed: {e}")),
+        );
         Metrics {
             registry,
             events_consumed,
@@ -258,11 +270,12 @@ impl Metrics {
             partition_stuck,
             consumer_lag_measured,
             first_attempt_duration,
+            unknown_key_subscriptions,
         }
     }
 
     /// Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::warn!(error = %e, "Metrics encoding failed.");

@@ -93,18 +93,18 @@ impl DestinationPolicy {
 
     /// Whether a URL scheme may be used (checked at registration and again
     /// at send time, so a rule tightened later applies to old subscriptions).
-    pub fn permits_scheme(&self, scheme: &str) -> bool {
+    pub(crate) fn permits_scheme(&self, scheme: &str) -> bool {
         scheme == "https" || (scheme == "http" && self.allow_http)
     }
 
-    pub fn permits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn permits(&self, ip: IpAddr) -> bool {
         self.allow_private || is_public(ip) || self.allowed.iter().any(|c| c.contains(ip))
     }
 }
 
 /// The HTTP client's resolver: only permitted addresses come back, so a name
 /// that resolves (or re-resolves) to a private address is never connected to.
-pub struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     policy: DestinationPolicy,
 }
 
@@ -153,7 +153,7 @@ pub enum UrlError {
 
 /// Whether an address is publicly routable (not loopback, private,
 /// link-local, CGNAT, multicast, documentation, unspecified, …).
-pub fn is_public(addr: IpAddr) -> bool {
+pub(crate) fn is_public(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(v4) => {
             let o = v4.octets();
@@ -351,9 +351,14 @@ mod tests {
             }
         });
         let s = DestinationPolicy::new(true, false, vec![]);
-        let sender =
-            crate::delivery::sender::Sender::new(std::time::Duration::from_secs(2), 1024, s, None)
-                .unwrap();
+        let sender = crate::delivery::sender::Sender::new(
+            std::time::Duration::from_secs(2),
+            1024,
+            s,
+            None,
+            None,
+        )
+        .unwrap();
         for url in [
             format!("http://localhost:{port}/hook"),
             format!("http://127.0.0.1:{port}/hook"),

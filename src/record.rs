@@ -7,20 +7,25 @@ use rdkafka::message::{Headers, OwnedHeaders};
 use crate::events::Event;
 use crate::kafka::header_str;
 
-pub const EVENT_ID: &str = "rewardhooks-event-id";
-pub const EVENT_TYPE: &str = "rewardhooks-event-type";
-pub const EVENT_TIME: &str = "rewardhooks-event-time";
-pub const ATTEMPT: &str = "rewardhooks-attempt";
-pub const FIRST_ATTEMPT: &str = "rewardhooks-first-attempt";
-pub const LAST_ERROR: &str = "rewardhooks-last-error";
-pub const LAST_STATUS: &str = "rewardhooks-last-status";
-pub const DUE: &str = "rewardhooks-due";
-pub const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
-pub const DEAD_AT: &str = "rewardhooks-dead-at";
-pub const DEAD_REASON: &str = "rewardhooks-dead-reason";
+pub(crate) const EVENT_ID: &str = "rewardhooks-event-id";
+pub(crate) const EVENT_TYPE: &str = "rewardhooks-event-type";
+pub(crate) const EVENT_TIME: &str = "rewardhooks-event-time";
+pub(crate) const ATTEMPT: &str = "rewardhooks-attempt";
+pub(crate) const FIRST_ATTEMPT: &str = "rewardhooks-first-attempt";
+pub(crate) const LAST_ERROR: &str = "rewardhooks-last-error";
+pub(crate) const LAST_STATUS: &str = "rewardhooks-last-status";
+pub(crate) const DUE: &str = "rewardhooks-due";
+pub(crate) const SUBSCRIPTION_ID: &str = "rewardhooks-subscription-id";
+pub(crate) const DEAD_AT: &str = "rewardhooks-dead-at";
+pub(crate) const DEAD_REASON: &str = "rewardhooks-dead-reason";
 /// Times the delivery was parked in a tier without an attempt since its last
-/// attempt: each park goes one tier further.
-pub const PARKED: &str = "rewardhooks-parked";
+/// attempt (held deliveries of a paused subscription go one tier further
+/// each time).
+pub(crate) const PARKED: &str = "rewardhooks-parked";
+/// The subscriptions-topic positions fan-out's view had applied when it
+/// matched the event (`<partition>:<offset>,…`): a delivery stage whose view
+/// is behind that waits before it calls the subscription deleted.
+pub(crate) const VIEW: &str = "rewardhooks-view";
 
 /// Why a delivery ended in the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +89,13 @@ pub struct DeliveryHeaders {
     pub dead_reason: Option<DeadReason>,
     /// Parked without an attempt this many times since the last attempt.
     pub parked: u32,
+    /// Subscriptions-topic positions applied at fan-out.
+    pub view: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed delivery record: {0}")]
-pub struct MalformedRecord(pub &'static str);
+pub(crate) struct MalformedRecord(pub &'static str);
 
 impl DeliveryHeaders {
     pub fn fresh(event: &Event) -> Self {
@@ -100,7 +107,7 @@ impl DeliveryHeaders {
         }
     }
 
-    pub fn to_kafka(&self) -> OwnedHeaders {
+    pub(crate) fn to_kafka(&self) -> OwnedHeaders {
         let time = self.event_time_ms.to_string();
         let attempts = self.attempts.to_string();
         let mut pairs: Vec<(&str, String)> = vec![];
@@ -128,6 +135,9 @@ impl DeliveryHeaders {
         if self.parked > 0 {
             pairs.push((PARKED, self.parked.to_string()));
         }
+        if let Some(v) = &self.view {
+            pairs.push((VIEW, v.clone()));
+        }
         crate::kafka::headers(
             [
                 (EVENT_ID, self.event_id.as_str()),
@@ -140,7 +150,7 @@ impl DeliveryHeaders {
         )
     }
 
-    pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Result<Self, MalformedRecord> {
+    pub(crate) fn from_kafka<H: Headers>(headers: Option<&H>) -> Result<Self, MalformedRecord> {
         let get = |name| header_str(headers, name);
         let num = |name| get(name).and_then(|v| v.parse::<i64>().ok());
         Ok(DeliveryHeaders {
@@ -160,12 +170,13 @@ impl DeliveryHeaders {
             dead_at_ms: num(DEAD_AT),
             dead_reason: get(DEAD_REASON).and_then(DeadReason::parse),
             parked: get(PARKED).and_then(|v| v.parse().ok()).unwrap_or(0),
+            view: get(VIEW).map(str::to_string),
         })
     }
 }
 
 /// Cuts a string to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -195,6 +206,7 @@ mod tests {
             dead_at_ms: Some(5000),
             dead_reason: Some(DeadReason::Gone),
             parked: 2,
+            view: Some("0:41".into()),
         };
         let back = DeliveryHeaders::from_kafka(Some(&h.to_kafka())).unwrap();
         assert_eq!(back, h);

@@ -33,6 +33,7 @@ fn collectors(m: &Metrics) -> Vec<&dyn Collector> {
         &m.partition_stuck,
         &m.consumer_lag_measured,
         &m.first_attempt_duration,
+        &m.unknown_key_subscriptions,
     ]
 }
 

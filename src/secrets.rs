@@ -61,7 +61,7 @@ impl SecretCipher {
     }
 
     /// A fresh random key, base64, for dev mode.
-    pub fn generate_key() -> String {
+    pub(crate) fn generate_key() -> String {
         use base64::Engine;
         use rand::RngCore;
         let mut key = [0u8; 32];
@@ -69,11 +69,7 @@ impl SecretCipher {
         base64::engine::general_purpose::STANDARD.encode(key)
     }
 
-    pub fn key_id(&self) -> &str {
-        &self.current.0
-    }
-
-    pub fn encrypt(&self, plaintext: &str) -> String {
+    pub(crate) fn encrypt(&self, plaintext: &str) -> String {
         use aes_gcm::aead::Aead;
         use base64::Engine;
         use rand::RngCore;
@@ -94,7 +90,7 @@ impl SecretCipher {
 
     /// Decrypts a stored secret; a plaintext one (written before a key was
     /// configured) passes through.
-    pub fn decrypt(&self, stored: &str) -> Result<String, CipherError> {
+    pub(crate) fn decrypt(&self, stored: &str) -> Result<String, CipherError> {
         use aes_gcm::aead::Aead;
         use base64::Engine;
         let Some(rest) = stored.strip_prefix(ENC_PREFIX) else {

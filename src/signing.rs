@@ -49,7 +49,7 @@ impl Secret {
 }
 
 /// The `user-agent` of every webhook request.
-pub const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
 
 /// One `v1,` signature per key, space-separated (current secret first).
 pub fn signature_header(keys: &[&[u8]], id: &str, timestamp: i64, body: &[u8]) -> String {

@@ -13,6 +13,12 @@ use support::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_broker_makes_rewardhooks_unready_and_nothing_is_lost() {
     let Ok(pid) = std::env::var("KAFKA_BROKER_PID") else {
+        // CI (CHECKS_REQUIRED=1) must not pass a fault test it did not run.
+        assert!(
+            std::env::var("CHECKS_REQUIRED").as_deref() != Ok("1"),
+            "KAFKA_BROKER_PID is not set but CHECKS_REQUIRED=1: the broker-pause test cannot run \
+             (run it under scripts/tansu.sh, which starts the broker and knows its pid)"
+        );
         println!(
             "skipped: KAFKA_BROKER_PID is not set (the broker was not started by scripts/tansu.sh)"
         );

@@ -19,14 +19,14 @@ pub enum Caller {
 
 impl Caller {
     /// The owner whose subscriptions the caller may see; `None` = all.
-    pub fn owner_scope(&self) -> Option<&str> {
+    pub(crate) fn owner_scope(&self) -> Option<&str> {
         match self {
             Caller::Admin => None,
             Caller::Owner(o) => Some(o),
         }
     }
 
-    pub fn may_see(&self, owner: &str) -> bool {
+    pub(crate) fn may_see(&self, owner: &str) -> bool {
         self.owner_scope().is_none_or(|o| o == owner)
     }
 }
@@ -64,7 +64,7 @@ impl Auth {
         Auth { entries }
     }
 
-    pub fn authenticate(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn authenticate(&self, token: &str) -> Option<Caller> {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Compare against every entry so timing does not reveal which matched.
         let mut found = None;
@@ -85,8 +85,10 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            // The scheme is case-insensitive (RFC 9110).
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(ApiError::unauthorized)?;
         state
             .auth

@@ -1,6 +1,7 @@
 //! `/v1/dead-letters` handlers: list and replay.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
 use super::subscriptions::find;
 use super::{ApiJson, ApiQuery, AppState};
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, Receipt};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -99,11 +100,48 @@ pub struct ReplayResult {
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     // Replaying needs the subscription to exist: deliveries go to it.
     find(&state, &caller, &body.subscription_id)?;
     let dead_letters = &state.shared.dead_letters;
+    // Idempotency-Key: the same replay asked again answers the first result.
+    let owner = caller.owner_scope().unwrap_or("admin").to_string();
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+                })?;
+            use sha2::Digest;
+            let canonical =
+                serde_json::json!({"subscription_id": body.subscription_id, "ids": body.ids});
+            let hash: String = sha2::Sha256::digest(canonical.to_string().as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            // Read the dead-letter topic to its end first: a receipt written
+            // through another instance is seen.
+            dead_letters
+                .fence()
+                .await
+                .map_err(|e| ApiError::unavailable(&e))?;
+            match dead_letters.receipt(&owner, key, &hash) {
+                Some(Receipt::Same(replayed)) => return Ok(Json(ReplayResult { replayed })),
+                Some(Receipt::Reused) => return Err(ApiError::invalid(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used in the last 24 h with a different request body",
+                )),
+                None => Some((key.to_string(), hash)),
+            }
+        }
+    };
     let letters = match &body.ids {
         Some(ids) => {
             if ids.len() > 1000 {
@@ -112,7 +150,14 @@ pub async fn replay(
                     "at most 1000 ids per call",
                 ));
             }
-            let (found, missing) = dead_letters.by_ids(&body.subscription_id, ids);
+            // A repeated id is one id.
+            let mut unique: Vec<String> = Vec::with_capacity(ids.len());
+            for id in ids {
+                if !unique.contains(id) {
+                    unique.push(id.clone());
+                }
+            }
+            let (found, missing) = dead_letters.by_ids(&body.subscription_id, &unique);
             if !missing.is_empty() {
                 return Err(ApiError::invalid(
                     "unknown_dead_letters",
@@ -131,5 +176,11 @@ pub async fn replay(
         .replay(&letters)
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
+    if let Some((key, hash)) = idempotency {
+        dead_letters
+            .write_receipt(&owner, &key, &hash, replayed)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?;
+    }
     Ok(Json(ReplayResult { replayed }))
 }

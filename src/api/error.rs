@@ -47,7 +47,7 @@ impl ApiError {
     }
 
     /// A failure on our side: the cause goes to the log, not to the caller.
-    pub fn unavailable(cause: &dyn std::error::Error) -> Self {
+    pub(crate) fn unavailable(cause: &dyn std::error::Error) -> Self {
         tracing::error!(error = %cause, "API request failed.");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,12 +59,12 @@ impl ApiError {
 
 /// The error body, for the API description.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// Stable, machine-readable: unauthorized, not_found, bad_request,
     /// invalid_url, invalid_event_types, invalid_filter, invalid_rate_limit,
     /// invalid_description, invalid_metadata, invalid_owner, invalid_status,

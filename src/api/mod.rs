@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod dead_letters;
 pub mod error;
 pub mod ops;
+pub mod pages;
 mod pagination;
 pub mod subscriptions;
 
@@ -87,6 +88,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| ApiQuery(q))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+/// `Path` whose rejections (a segment that is not UTF-8, say) use the API's
+/// error shape.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| ApiPath(p))
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
     }
 }
@@ -178,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state.clone())
         .merge(ops::router(state.shared))
+        .merge(pages::router())
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.

@@ -99,6 +99,7 @@ pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoRespon
         "stages": stages,
         "stuck_partitions": stuck,
         "missing_input_topics": missing,
+        "unknown_secrets_keys": shared.store.unknown_keys(),
     });
     // A stuck partition is reported (and alerted on) but does not take the
     // instance out of service: its API and other partitions still work. An

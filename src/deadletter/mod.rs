@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -22,7 +22,15 @@ use crate::kafka::follower::{Applied, Follower};
 use crate::kafka::{client_config, header_str, ClientKind, OwnedRecord};
 use crate::record::DeliveryHeaders;
 
-pub const REPLAYED_HEADER: &str = "rewardhooks-replayed";
+pub(crate) const REPLAYED_HEADER: &str = "rewardhooks-replayed";
+/// A replay's receipt (no value): `<owner> <idempotency key>`, with the
+/// request's hash and how many it replayed, so the same replay asked again
+/// answers the first result on any instance, after restarts too.
+const RECEIPT_HEADER: &str = "rewardhooks-replay-receipt";
+const RECEIPT_HASH_HEADER: &str = "rewardhooks-replay-hash";
+const RECEIPT_COUNT_HEADER: &str = "rewardhooks-replay-count";
+/// How long an `Idempotency-Key` of a replay is remembered.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// How many dead letters each instance keeps in its index (oldest go first;
 /// they stay in the topic).
@@ -78,10 +86,22 @@ fn millis(ms: Option<i64>) -> Option<DateTime<Utc>> {
 struct Index {
     entries: HashMap<String, DeadLetter>,
     order: VecDeque<String>,
+    /// Replay receipts: `<owner> <key>` → (request hash, replayed, at ms).
+    receipts: HashMap<String, (String, usize, i64)>,
+}
+
+/// What an earlier replay with the same idempotency key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Receipt {
+    /// The same request: it replayed this many.
+    Same(usize),
+    /// The key was used with another request.
+    Reused,
 }
 
 pub struct DeadLetters {
     index: RwLock<Index>,
+    partitions: std::sync::OnceLock<Vec<i32>>,
     applied: Applied,
     topic: String,
     deliveries_topic: String,
@@ -98,6 +118,7 @@ impl DeadLetters {
     ) -> Arc<Self> {
         Arc::new(DeadLetters {
             index: RwLock::new(Index::default()),
+            partitions: std::sync::OnceLock::new(),
             applied: Applied::default(),
             topic,
             deliveries_topic,
@@ -117,6 +138,9 @@ impl DeadLetters {
                 source,
             })?;
         let ends = follower.ends.clone();
+        let mut partitions: Vec<i32> = ends.keys().copied().collect();
+        partitions.sort();
+        let _ = self.partitions.set(partitions);
         self.applied.check_caught_up(&ends);
         let this = self.clone();
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
@@ -132,7 +156,16 @@ impl DeadLetters {
     fn apply(&self, msg: &BorrowedMessage<'_>) {
         let headers = msg.headers();
         let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(replayed) = header_str(headers, REPLAYED_HEADER) {
+        if let Some(receipt) = header_str(headers, RECEIPT_HEADER) {
+            let hash = header_str(headers, RECEIPT_HASH_HEADER).unwrap_or_default();
+            let count = header_str(headers, RECEIPT_COUNT_HEADER)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let at = msg.timestamp().to_millis().unwrap_or(0);
+            index
+                .receipts
+                .insert(receipt.to_string(), (hash.to_string(), count, at));
+        } else if let Some(replayed) = header_str(headers, REPLAYED_HEADER) {
             let at = msg.timestamp().to_millis();
             if let Some(entry) = index.entries.get_mut(replayed) {
                 entry.replayed_at = millis(at).or_else(|| Some(Utc::now()));
@@ -192,6 +225,88 @@ impl DeadLetters {
     pub fn get(&self, id: &str) -> Option<DeadLetter> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         index.entries.get(id).cloned()
+    }
+
+    /// Returns once this view has read the topic up to end offsets read
+    /// now: a receipt written by any instance before this call is seen.
+    pub async fn fence(&self) -> Result<(), DeadLetterError> {
+        let Some(partitions) = self.partitions.get().cloned() else {
+            return Ok(());
+        };
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|p| {
+                    producer
+                        .client()
+                        .fetch_watermarks(&topic, *p, Timeout::After(Duration::from_secs(5)))
+                        .map(|(_, high)| (*p, high))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| DeadLetterError::Read {
+            id: String::new(),
+            message: e.to_string(),
+        })?
+        .map_err(DeadLetterError::Write)?;
+        for (partition, high) in ends {
+            if high > 0 {
+                self.applied
+                    .wait_for(partition, high - 1, Duration::from_secs(10))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a replay with this owner's idempotency key did in the last 24 h.
+    pub fn receipt(&self, owner: &str, key: &str, hash: &str) -> Option<Receipt> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let (seen_hash, count, at) = index.receipts.get(&format!("{owner} {key}"))?;
+        if Utc::now().timestamp_millis() - at > IDEMPOTENCY_WINDOW_MS {
+            return None;
+        }
+        Some(if seen_hash == hash {
+            Receipt::Same(*count)
+        } else {
+            Receipt::Reused
+        })
+    }
+
+    /// Records a replay's receipt and waits until this view has it.
+    pub async fn write_receipt(
+        &self,
+        owner: &str,
+        key: &str,
+        hash: &str,
+        count: usize,
+    ) -> Result<(), DeadLetterError> {
+        let receipt = format!("{owner} {key}");
+        let count = count.to_string();
+        let headers = crate::kafka::headers([
+            (RECEIPT_HEADER, receipt.as_str()),
+            (RECEIPT_HASH_HEADER, hash),
+            (RECEIPT_COUNT_HEADER, count.as_str()),
+        ]);
+        let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .key(owner.as_bytes())
+            .headers(headers);
+        let delivered = self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map_err(|(e, _)| DeadLetterError::Write(e))?;
+        self.applied
+            .wait_for(
+                delivered.partition,
+                delivered.offset,
+                Duration::from_secs(10),
+            )
+            .await;
+        Ok(())
     }
 
     /// Re-enqueues dead letters as fresh deliveries (attempt count 0) and
@@ -314,7 +429,11 @@ impl DeadLetters {
 
     /// Looks up dead letters by id for a subscription; unknown ids are
     /// returned separately.
-    pub fn by_ids(&self, subscription_id: &str, ids: &[String]) -> (Vec<DeadLetter>, Vec<String>) {
+    pub(crate) fn by_ids(
+        &self,
+        subscription_id: &str,
+        ids: &[String],
+    ) -> (Vec<DeadLetter>, Vec<String>) {
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for id in ids {

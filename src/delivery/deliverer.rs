@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::permits::{FairPermits, Permit};
 use super::sender::{AttemptResult, Outbound, Sender};
 use crate::attempts::AttemptRecord;
 use crate::context::Shared;
@@ -41,8 +42,11 @@ impl Drop for Job {
 pub(super) enum Park {
     /// The circuit is open for this long still.
     CircuitOpen(Duration),
-    /// The lane is full, or the job waited longer than `lane_max_wait`.
-    LaneBusy,
+    /// The lane is full, or the job waited longer than `lane_max_wait`:
+    /// its backlog needs about this long to drain.
+    LaneBusy(Duration),
+    /// The subscription is paused: held until it is resumed.
+    Paused,
 }
 
 /// Everything an attempt needs, shared by all lanes.
@@ -50,17 +54,25 @@ pub struct Deliverer {
     pub(super) shared: Arc<Shared>,
     sender: Sender,
     pub(super) schedule: Schedule,
-    /// HTTP requests in flight on this instance, all subscriptions together.
-    requests: Semaphore,
+    /// HTTP requests in flight on this instance, all subscriptions
+    /// together, shared fairly among owners.
+    pub(super) requests: Arc<FairPermits>,
 }
 
 impl Deliverer {
     pub fn new(shared: Arc<Shared>) -> anyhow::Result<Self> {
         let d = &shared.settings.delivery;
         let policy = shared.settings.security.destination_policy();
-        let sender = Sender::new(d.timeout, d.max_response_bytes, policy, d.source_address)?;
+        let proxy = (!d.proxy.is_empty()).then_some(d.proxy.as_str());
+        let sender = Sender::new(
+            d.timeout,
+            d.max_response_bytes,
+            policy,
+            d.source_address,
+            proxy,
+        )?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
-        let requests = Semaphore::new(d.max_concurrent_requests);
+        let requests = Arc::new(FairPermits::new(d.max_concurrent_requests));
         Ok(Deliverer {
             shared,
             sender,
@@ -70,26 +82,31 @@ impl Deliverer {
     }
 
     /// Sends a signed request to a subscription's endpoint and records the
-    /// attempt in the attempts topic (the API's test webhooks).
+    /// attempt in the attempts topic (the API's test webhooks). Once written,
+    /// the attempt is in this instance's delivery log before this returns.
     pub async fn attempt(
         &self,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
         body: &[u8],
     ) -> (AttemptResult, AttemptRecord) {
-        let (result, attempt) = self.send(live, headers, body).await;
-        self.log_attempt(&attempt).await;
+        let permit = self.requests.acquire(&live.sub.owner).await;
+        let (result, attempt) = self.send(permit, live, headers, body).await;
+        if self.log_attempt(&attempt).await {
+            self.shared.attempt_log.add_local(attempt.clone());
+        }
         (result, attempt)
     }
 
-    /// The HTTP part of an attempt: sign, POST, classify.
+    /// The HTTP part of an attempt, holding one of the instance's request
+    /// permits: sign, POST, classify.
     pub(super) async fn send(
         &self,
+        permit: Permit,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
         body: &[u8],
     ) -> (AttemptResult, AttemptRecord) {
-        let permit = self.requests.acquire().await;
         let now = Utc::now();
         let keys = live.signing_keys(now);
         let result = self
@@ -126,24 +143,56 @@ impl Deliverer {
         (result, attempt)
     }
 
-    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) {
+    /// Writes the attempt to the attempts topic; false when it never can be.
+    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) -> bool {
         let record = OwnedRecord {
             topic: self.shared.topics.attempts.clone(),
             key: Some(attempt.subscription_id.as_bytes().to_vec()),
             payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
-        if let Err(e) = record.produce_durably(&self.shared.producer).await {
-            tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
+        match record.produce_durably(&self.shared.producer).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
+                false
+            }
         }
     }
 
     /// The subscription a job is for, or `None` when the job was settled
-    /// without an attempt: dead-lettered (disabled subscription, replayable
-    /// once re-enabled) or dropped and counted (deleted by its owner).
+    /// without an attempt: held (paused subscription: parked until resumed,
+    /// dead-lettered after `delivery.pause_hold`), dead-lettered (disabled
+    /// subscription, replayable once re-enabled) or dropped and counted
+    /// (deleted by its owner).
     pub(super) fn live_for(self: &Arc<Self>, job: Job) -> Option<(Job, Arc<LiveSubscription>)> {
         match self.shared.store.get(&job.subscription_id) {
-            Some(live) if live.sub.status != Status::Disabled => Some((job, live)),
+            // Its secret is sealed with a key this instance lacks: held
+            // until the key arrives (or another instance delivers).
+            Some(live) if live.unknown_key.is_some() => {
+                let deliverer = self.clone();
+                tokio::spawn(async move { deliverer.park(job, Park::Paused).await });
+                drop(live);
+                None
+            }
+            Some(live) if live.sub.status == Status::Active => Some((job, live)),
+            Some(live) if live.sub.status == Status::Paused => {
+                let held_ms = Utc::now().timestamp_millis() - job.headers.event_time_ms;
+                let too_long =
+                    held_ms > self.shared.settings.delivery.pause_hold.as_millis() as i64;
+                let deliverer = self.clone();
+                tokio::spawn(async move {
+                    if too_long {
+                        deliverer
+                            .dead_letter_unattempted(job, DeadReason::PausedTooLong)
+                            .await
+                    } else {
+                        deliverer.park(job, Park::Paused).await
+                    }
+                });
+                drop(live);
+                None
+            }
             Some(_) => {
                 let deliverer = self.clone();
                 tokio::spawn(async move {

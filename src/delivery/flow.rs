@@ -10,7 +10,7 @@ use crate::subscriptions::RateLimit;
 
 /// A token bucket: `burst` tokens, refilled at `per_second`.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     limit: RateLimit,
     tokens: f64,
     last: Instant,
@@ -26,7 +26,7 @@ impl TokenBucket {
     }
 
     /// Applies a changed limit without resetting the tokens already spent.
-    pub fn set_limit(&mut self, limit: &RateLimit) {
+    pub(crate) fn set_limit(&mut self, limit: &RateLimit) {
         if &self.limit != limit {
             self.tokens = self.tokens.min(limit.burst as f64);
             self.limit = limit.clone();
@@ -50,7 +50,7 @@ impl TokenBucket {
 
 /// What the breaker says about the next delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// Closed: go ahead.
     Go,
     /// Cool-down over: this one delivery probes the endpoint.
@@ -61,7 +61,7 @@ pub enum Admit {
 
 /// A change worth telling the rest of the system about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     Opened,
     Closed,
     /// Failing for `delivery.disable_after`: disable the subscription.
@@ -69,7 +69,7 @@ pub enum Transition {
 }
 
 #[derive(Debug)]
-pub struct Circuit {
+pub(crate) struct Circuit {
     threshold: u32,
     cooldown: Duration,
     disable_after: Duration,
@@ -95,7 +95,7 @@ impl Circuit {
     }
 
     /// Restores state another instance left in the subscription record.
-    pub fn restore(
+    pub(crate) fn restore(
         &mut self,
         open_until: Option<DateTime<Utc>>,
         failing_since: Option<DateTime<Utc>>,
@@ -107,11 +107,11 @@ impl Circuit {
         }
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open_until.is_some()
     }
 
-    pub fn admit(&mut self, now: DateTime<Utc>) -> Admit {
+    pub(crate) fn admit(&mut self, now: DateTime<Utc>) -> Admit {
         match self.open_until {
             None => Admit::Go,
             Some(_) if self.probing => Admit::Defer,

@@ -3,6 +3,7 @@
 //! work on this instance; an idle lane ends.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,10 @@ use super::deliverer::{Deliverer, Job, Park};
 use super::flow::{Admit, Circuit, TokenBucket, Transition};
 use crate::metrics::METRICS;
 use crate::subscriptions::RateLimit;
+
+/// How long a lane waits for its view to catch up with fan-out's before it
+/// calls a subscription it does not know deleted.
+const VIEW_WAIT: Duration = Duration::from_secs(30);
 
 /// How long a lane waits for work before it ends.
 const IDLE: Duration = Duration::from_secs(60);
@@ -36,7 +41,9 @@ pub(super) fn dispatch(
                 // Neither memory nor the partition's other subscriptions wait
                 // behind a full lane: the delivery is parked in a tier.
                 let deliverer = deliverer.clone();
-                tokio::spawn(async move { deliverer.park(j, Park::LaneBusy).await });
+                tokio::spawn(
+                    async move { deliverer.park(j, Park::LaneBusy(Duration::ZERO)).await },
+                );
                 return;
             }
             Err(mpsc::error::TrySendError::Closed(j)) => job = j,
@@ -68,6 +75,9 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         }
     }
     let mut bucket: Option<TokenBucket> = None;
+    // How long attempts of this endpoint take lately (a moving average), to
+    // estimate how long the lane's backlog needs to drain.
+    let attempt_ms = Arc::new(AtomicU64::new(0));
     loop {
         let job = match tokio::time::timeout(IDLE, rx.recv()).await {
             Ok(Some(job)) => job,
@@ -85,12 +95,30 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
                 rx.close();
                 while let Ok(job) = rx.try_recv() {
                     let deliverer = deliverer.clone();
-                    tokio::spawn(async move { deliverer.park(job, Park::LaneBusy).await });
+                    tokio::spawn(async move {
+                        deliverer.park(job, Park::LaneBusy(Duration::ZERO)).await
+                    });
                 }
                 drop(all);
                 break;
             }
         };
+        // A partition revoked in a rebalance is read again by its new
+        // owner: its jobs here stop, so a retry chain never forks.
+        if !job.record.is_current() {
+            tracing::debug!(subscription_id = %job.subscription_id, event_id = %job.headers.event_id, "Partition revoked; its new owner delivers this.");
+            continue;
+        }
+        // A view that is behind the one fan-out matched with waits (this
+        // lane only) before it calls the subscription deleted.
+        if deliverer.shared.store.get(&job.subscription_id).is_none() {
+            if let Some(view) = &job.headers.view {
+                let store = &deliverer.shared.store;
+                if !store.wait_positions(view, VIEW_WAIT).await {
+                    tracing::warn!(subscription_id = %job.subscription_id, "The subscription view stayed behind fan-out's; treating the subscription as deleted.");
+                }
+            }
+        }
         let Some((job, live)) = deliverer.live_for(job) else {
             continue;
         };
@@ -99,7 +127,8 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         // it holds neither memory nor Kafka offsets.
         if job.queued_at.elapsed() > lane_max_wait {
             let deliverer = deliverer.clone();
-            tokio::spawn(async move { deliverer.park(job, Park::LaneBusy).await });
+            let backlog = backlog(&rx, &attempt_ms, max_in_flight);
+            tokio::spawn(async move { deliverer.park(job, Park::LaneBusy(backlog)).await });
             continue;
         }
         // Ask the breaker only once a slot is free: the attempts before this
@@ -127,10 +156,29 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
                 tokio::time::sleep(wait).await;
             }
         }
+        // The wait for one of the instance's request permits counts toward
+        // lane_max_wait too: a job that cannot get one in time is parked.
+        let left = lane_max_wait.saturating_sub(job.queued_at.elapsed());
+        let permit =
+            match tokio::time::timeout(left, deliverer.requests.acquire(&live.sub.owner)).await {
+                Ok(permit) => permit,
+                Err(_) => {
+                    drop(slot);
+                    let deliverer = deliverer.clone();
+                    let backlog = backlog(&rx, &attempt_ms, max_in_flight);
+                    tokio::spawn(async move { deliverer.park(job, Park::LaneBusy(backlog)).await });
+                    continue;
+                }
+            };
         let deliverer = deliverer.clone();
         let circuit = circuit.clone();
+        let attempt_ms = attempt_ms.clone();
         tokio::spawn(async move {
-            let (result, attempt) = deliverer.send(&live, &job.headers, &job.body).await;
+            let (result, attempt) = deliverer.send(permit, &live, &job.headers, &job.body).await;
+            let took = result.duration.as_millis() as u64;
+            let _ = attempt_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                Some(if avg == 0 { took } else { (avg * 7 + took) / 8 })
+            });
             // The breaker learns the outcome before the slot frees, so the
             // next admission already knows; waiting for Kafka to take the
             // attempt log and the retry does not hold the endpoint's slot.
@@ -169,6 +217,13 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
     if lock(&circuit).is_open() {
         METRICS.circuit_open.dec();
     }
+}
+
+/// About how long the jobs queued in a lane need to drain, from how long
+/// its attempts take lately and how many run at once.
+fn backlog<T>(rx: &mpsc::Receiver<T>, attempt_ms: &AtomicU64, max_in_flight: usize) -> Duration {
+    let per_attempt = attempt_ms.load(Ordering::Relaxed);
+    Duration::from_millis(per_attempt * (rx.len() as u64 + 1) / max_in_flight.max(1) as u64)
 }
 
 fn lock(circuit: &Mutex<Circuit>) -> std::sync::MutexGuard<'_, Circuit> {

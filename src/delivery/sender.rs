@@ -64,7 +64,7 @@ impl AttemptResult {
     }
 
     /// A summary for logs, headers and the delivery log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match (&self.error, self.status) {
             (Some(e), _) => e.clone(),
             (None, Some(s)) => format!("HTTP {s}"),
@@ -95,15 +95,20 @@ impl Sender {
         max_response_bytes: usize,
         policy: DestinationPolicy,
         source_address: Option<IpAddr>,
+        proxy: Option<&str>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        // Proxy variables from the environment would hand every request to
+        // a proxy the address guard cannot see past: only an explicit
+        // `delivery.proxy` is used.
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(proxy) = proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy)?);
+        }
+        let client = builder
             .dns_resolver(GuardedResolver::new(policy.clone()))
             .local_address(source_address)
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
-            // Proxy variables from the environment would hand every request
-            // to a proxy the address guard cannot see past.
-            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -250,7 +255,7 @@ fn classify(e: &reqwest::Error) -> String {
 }
 
 /// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -14,9 +14,14 @@ use crate::attempts::AttemptRecord;
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
 use crate::record::{truncate, DeadReason, DeliveryHeaders};
+use crate::subscriptions::health::{Health, SystemDisable};
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::Status;
 use rdkafka::error::KafkaError;
+
+/// How long a held delivery of a paused subscription waits, at most,
+/// before it looks again whether the subscription was resumed.
+const PAUSED_RECHECK: Duration = Duration::from_secs(300);
 
 impl Deliverer {
     /// Settles an attempt: logs it, and delivered, retried or dead-lettered,
@@ -39,8 +44,14 @@ impl Deliverer {
                 .with_label_values(&[live.sub.id.as_str(), outcome])
                 .inc();
         }
+        // Revoked meanwhile: the new owner attempts the record again, so
+        // nothing is written here (a retry chain never forks).
+        let current = job.record.is_current();
         let outcome = async {
             let mut durable = true;
+            if !current && result.outcome != Outcome::Delivered {
+                return false;
+            }
             match &result.outcome {
                 Outcome::Delivered => {
                     METRICS
@@ -49,7 +60,18 @@ impl Deliverer {
                         .inc();
                     let lag_ms = (Utc::now().timestamp_millis() - job.headers.event_time_ms).max(0);
                     METRICS.event_to_delivery.observe(lag_ms as f64 / 1000.0);
-                    tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+                    if self.shared.settings.log.deliveries {
+                        tracing::info!(
+                            event_type = %job.headers.event_type,
+                            subscription_id = %live.sub.id,
+                            event_id = %job.headers.event_id,
+                            status = result.status.unwrap_or_default(),
+                            latency_ms = result.duration.as_millis() as u64,
+                            "Delivered."
+                        );
+                    } else {
+                        tracing::debug!(subscription_id = %live.sub.id, event_id = %job.headers.event_id, "Delivered.");
+                    }
                 }
                 Outcome::Gone => {
                     self.disable(live, "endpoint answered 410 Gone").await;
@@ -80,7 +102,7 @@ impl Deliverer {
             }
             durable
         };
-        let ((), durable) = tokio::join!(self.log_attempt(&attempt), outcome);
+        let (_, durable) = tokio::join!(self.log_attempt(&attempt), outcome);
         if durable {
             job.record.complete();
         }
@@ -155,11 +177,24 @@ impl Deliverer {
     /// Parks a job in a retry tier without spending an attempt. Waiting
     /// costs writes only when time passes a tier: an open circuit parks for
     /// the smallest tier covering the rest of its cool-down; a busy lane
-    /// parks one tier further each time the same delivery comes back to it.
+    /// parks for the time its backlog needs to drain; a paused subscription's
+    /// deliveries one tier further each time, up to a few minutes.
     pub(super) async fn park(&self, job: Job, why: Park) {
+        if !job.record.is_current() {
+            return;
+        }
         let delay = match why {
             Park::CircuitOpen(left) => self.schedule.covering(left),
-            Park::LaneBusy => self.schedule.tier_at(job.headers.parked as usize),
+            // The smallest tier covering the lane's backlog, so a lane that
+            // drains gets its deliveries back soon and one that does not is
+            // not rewritten every first-tier delay.
+            Park::LaneBusy(backlog) => self.schedule.covering(backlog),
+            // Held deliveries come back at most every few minutes, so they
+            // flow again soon after the owner resumes the subscription.
+            Park::Paused => self
+                .schedule
+                .tier_at(job.headers.parked as usize)
+                .min(self.schedule.covering(PAUSED_RECHECK)),
         };
         let headers = DeliveryHeaders {
             due_ms: Some(Utc::now().timestamp_millis() + delay.as_millis() as i64),
@@ -182,6 +217,9 @@ impl Deliverer {
     /// Dead-letters a job that is not attempted: its subscription is
     /// disabled. Replayable once the owner re-enables it.
     pub(super) async fn dead_letter_unattempted(&self, job: Job, reason: DeadReason) {
+        if !job.record.is_current() {
+            return;
+        }
         if self
             .dead_letter(&job.subscription_id.clone(), &job, reason, None)
             .await
@@ -239,44 +277,54 @@ impl Deliverer {
         true
     }
 
-    /// Records circuit state in the subscription, so every instance (and
-    /// the API) sees it and a new owner of the partition starts from it.
+    /// Records circuit state in the subscription's health record, so every
+    /// instance (and the API) sees it and a new owner of the partition starts
+    /// from it. This instance owns the partition: the only writer.
     pub(super) async fn save_circuit(
         &self,
         id: &str,
         open_until: Option<chrono::DateTime<Utc>>,
         failing_since: Option<chrono::DateTime<Utc>>,
     ) {
-        let Some(live) = self.shared.store.get(id) else {
+        let store = &self.shared.store;
+        if store.get(id).is_none() {
             return;
+        }
+        let health = Health {
+            circuit_open_until: open_until,
+            failing_since,
+            at: Utc::now(),
+            ..store.health(id).unwrap_or_default()
         };
-        let mut sub = live.sub.clone();
-        sub.circuit_open_until = open_until;
-        sub.failing_since = failing_since;
-        sub.updated_at = Utc::now();
-        if let Err(e) = self.shared.store.put(&sub).await {
+        if let Err(e) = store.put_health(id, &health).await {
             tracing::warn!(subscription_id = %id, error = %e, "Cannot record circuit state.");
         }
     }
 
+    /// Disables a subscription (its health record); the owner re-enables it
+    /// with `PATCH {"status":"active"}`. A deleted one stays deleted.
     pub(super) async fn disable(&self, live: &LiveSubscription, reason: &str) {
-        // Start from the newest version: a circuit write may have come first.
-        let mut sub = self
-            .shared
-            .store
-            .get(&live.sub.id)
-            .map_or_else(|| live.sub.clone(), |l| l.sub.clone());
-        if sub.status == Status::Disabled {
+        let store = &self.shared.store;
+        let id = &live.sub.id;
+        let Some(current) = store.get(id) else {
+            return;
+        };
+        if current.sub.status == Status::Disabled {
             return;
         }
-        sub.status = Status::Disabled;
-        sub.disabled_reason = Some(reason.to_string());
-        sub.disabled_at = Some(Utc::now());
-        sub.updated_at = Utc::now();
-        match self.shared.store.put(&sub).await {
-            Ok(()) => tracing::warn!(subscription_id = %sub.id, %reason, "Subscription disabled."),
+        let now = Utc::now();
+        let health = Health {
+            disabled: Some(SystemDisable {
+                reason: reason.to_string(),
+                at: now,
+            }),
+            at: now,
+            ..store.health(id).unwrap_or_default()
+        };
+        match store.put_health(id, &health).await {
+            Ok(()) => tracing::warn!(subscription_id = %id, %reason, "Subscription disabled."),
             Err(e) => {
-                tracing::error!(subscription_id = %sub.id, error = %e, "Cannot disable subscription.")
+                tracing::error!(subscription_id = %id, error = %e, "Cannot disable subscription.")
             }
         }
     }

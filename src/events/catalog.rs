@@ -92,13 +92,22 @@ impl EventType {
     }
 
     /// The catalog example as an event with the given id and the current time.
-    pub fn example_event(&self, id: String) -> super::Event {
+    pub(crate) fn example_event(&self, id: String) -> super::Event {
         let data = self.example.get("data").cloned().unwrap_or_default();
         super::Event::new(id, self.name.clone(), chrono::Utc::now(), data)
     }
 
+    /// Every way `data` fails the schema, as (JSON pointer, message) pairs
+    /// (empty when it is valid).
+    pub fn problems(&self, data: &Value) -> Vec<(String, String)> {
+        self.validator
+            .iter_errors(data)
+            .map(|e| (e.instance_path().to_string(), e.to_string()))
+            .collect()
+    }
+
     /// Checks `data` against the schema; the error names the failing path.
-    pub fn validate(&self, data: &Value) -> Result<(), String> {
+    pub(crate) fn validate(&self, data: &Value) -> Result<(), String> {
         self.validator.validate(data).map_err(|e| {
             let path = e.instance_path().to_string();
             if path.is_empty() {
@@ -176,7 +185,7 @@ impl Catalog {
 
     /// Whether an `event_types` entry (exact or wildcard) names at least one
     /// catalog type.
-    pub fn matches_any(&self, pattern: &str) -> bool {
+    pub(crate) fn matches_any(&self, pattern: &str) -> bool {
         self.types
             .keys()
             .any(|name| crate::events::filter::type_matches(pattern, name))

@@ -11,7 +11,7 @@ use crate::signing::USER_AGENT;
 
 /// The example secret and time of the worked examples (the Standard Webhooks
 /// specification's test secret).
-pub const EXAMPLE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const EXAMPLE_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const EXAMPLE_TIMESTAMP: i64 = 1_795_774_500;
 
 fn type_name(schema: &Value) -> String {
@@ -39,7 +39,7 @@ fn type_name(schema: &Value) -> String {
 }
 
 /// The webhook a subscriber receives for the catalog example of `t`.
-pub fn example_webhook(t: &EventType) -> (Vec<(String, String)>, String) {
+pub(crate) fn example_webhook(t: &EventType) -> (Vec<(String, String)>, String) {
     let ex = &t.example;
     let time = ex["time"]
         .as_str()

@@ -10,7 +10,7 @@ use crate::events::Event;
 
 /// Whether an `event_types` entry matches a type. `*` stands for one dot
 /// segment; a trailing `*` for one or more, so `tier.*` matches `tier.changed`.
-pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+pub(crate) fn type_matches(pattern: &str, event_type: &str) -> bool {
     if pattern == "*" || pattern == event_type {
         return true;
     }
@@ -55,6 +55,11 @@ pub struct Filter {
 }
 
 const MAX_CONDITIONS: usize = 32;
+/// Longest dotted path, and most segments in one.
+const MAX_PATH_BYTES: usize = 256;
+const MAX_PATH_SEGMENTS: usize = 16;
+/// Most items in one `$in` / `$nin` list.
+const MAX_LIST_ITEMS: usize = 256;
 
 impl Filter {
     /// A filter that matches nothing: what a stored filter that no longer
@@ -79,6 +84,14 @@ impl Filter {
             if path.is_empty() || segments.iter().any(String::is_empty) {
                 return Err(err(path, "path must be dot-separated names"));
             }
+            if path.len() > MAX_PATH_BYTES || segments.len() > MAX_PATH_SEGMENTS {
+                return Err(err(
+                    path,
+                    &format!(
+                        "path is longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_SEGMENTS} names"
+                    ),
+                ));
+            }
             if !matches!(segments[0].as_str(), "id" | "type" | "timestamp" | "data") {
                 return Err(err(
                     path,
@@ -89,6 +102,10 @@ impl Filter {
                 Value::Object(ops) if ops.keys().any(|k| k.starts_with('$')) => {
                     for (op, arg) in ops {
                         let list = || match arg {
+                            Value::Array(items) if items.len() > MAX_LIST_ITEMS => Err(err(
+                                path,
+                                &format!("{op} takes at most {MAX_LIST_ITEMS} items"),
+                            )),
                             Value::Array(items) => Ok(items.clone()),
                             _ => Err(err(path, &format!("{op} takes an array"))),
                         };
@@ -235,6 +252,11 @@ mod tests {
             (json!({"data.x":{"$gt":[1]}}), "data.x"),
             (json!({"customer":1}), "customer"),
             (json!({"data..x":1}), "data..x"),
+            (json!({"data.x":{"$in": vec![1; 257]}}), "data.x"),
+            (
+                json!({format!("data.{}", "a".repeat(300)): 1}),
+                &*format!("data.{}", "a".repeat(300)),
+            ),
         ] {
             let e = Filter::compile(&filter).unwrap_err();
             assert_eq!(e.path, path, "{filter}");

@@ -96,7 +96,7 @@ impl Event {
     }
 
     /// A value of the outbound body by dotted path (`type`, `data.new_tier`).
-    pub fn lookup(&self, path: &[String]) -> Option<Value> {
+    pub(crate) fn lookup(&self, path: &[String]) -> Option<Value> {
         let (first, rest) = path.split_first()?;
         let root = match first.as_str() {
             "id" => return rest.is_empty().then(|| Value::String(self.id.clone())),

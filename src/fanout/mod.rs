@@ -2,29 +2,41 @@
 //! one delivery record per matching subscription (key = subscription id).
 //! Invalid records go to the invalid topic. An input offset is stored only
 //! once every record it caused is acknowledged by the broker.
+//!
+//! Read fence: records are matched in batches, each after the subscription
+//! view has applied the subscriptions topic up to end offsets read after
+//! every record of the batch was received, so a subscription whose create
+//! answered before an event was produced always gets that event. One end
+//! offset lookup per batch; batches grow while a lookup is out.
 
 use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Shared;
 use crate::events::{decode, Invalid};
-use crate::kafka::consumer::TrackedConsumer;
+use crate::kafka::consumer::{RecordRef, TrackedConsumer};
 use crate::kafka::stage::{self, Stage};
 use crate::kafka::{is_permanent, OwnedRecord};
 use crate::metrics::METRICS;
 use crate::record::{DeadReason, DeliveryHeaders};
 
-pub const ERROR_HEADER: &str = "rewardhooks-error";
+pub(crate) const ERROR_HEADER: &str = "rewardhooks-error";
 
-/// The fan-out stage: decode, match, write; an input record's work is done
-/// when every record it caused is acknowledged.
+/// A received input record on its way through the fence.
+struct Received {
+    msg: OwnedMessage,
+    record: RecordRef,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The fan-out stage: hands each record, in order, to the matcher.
 struct Fanout {
-    shared: Arc<Shared>,
+    to_matcher: mpsc::UnboundedSender<Received>,
 }
 
 impl Stage for Fanout {
@@ -37,14 +49,36 @@ impl Stage for Fanout {
         permit: OwnedSemaphorePermit,
     ) {
         let record = consumer.begin(&msg);
-        let acks = fan_out(&self.shared, &msg).await;
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            if acks.wait(&shared).await {
-                record.complete();
-            }
-            drop(permit);
+        // Bounded by the stage's in-flight permits.
+        let _ = self.to_matcher.send(Received {
+            msg: msg.detach(),
+            record,
+            permit,
         });
+    }
+}
+
+/// Takes what was received so far as one batch, fences, then decodes,
+/// matches and writes each record in order; an input record's work is done
+/// when every record it caused is acknowledged.
+async fn matcher(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Received>) {
+    while let Some(first) = received.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = received.try_recv() {
+            batch.push(more);
+        }
+        shared.store.fence().await;
+        let view = shared.store.positions();
+        for r in batch {
+            let acks = fan_out(&shared, &r.msg, &view).await;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if acks.wait(&shared).await {
+                    r.record.complete();
+                }
+                drop(r.permit);
+            });
+        }
     }
 }
 
@@ -60,15 +94,19 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         shared.fanout_status.clone(),
     )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
+    let (to_matcher, received) = mpsc::unbounded_channel();
+    let matching = tokio::spawn(matcher(shared, received));
     stage::run(
         "fanout",
         consumer,
-        &mut Fanout { shared },
+        &mut Fanout { to_matcher },
         settings.delivery.max_in_flight,
         settings.delivery.shutdown_timeout,
         cancel,
     )
     .await;
+    // The sender is gone with the stage: the matcher finishes what it holds.
+    let _ = matching.await;
     Ok(())
 }
 
@@ -129,7 +167,7 @@ impl PendingAcks {
 
 /// What is kept of a record too large to copy: where it is, how big, its
 /// first KiB.
-fn reference(msg: &BorrowedMessage<'_>, reason: &str) -> Vec<u8> {
+fn reference(msg: &OwnedMessage, reason: &str) -> Vec<u8> {
     let payload = msg.payload().unwrap_or_default();
     let head = String::from_utf8_lossy(&payload[..payload.len().min(1024)]).into_owned();
     serde_json::to_vec(&serde_json::json!({
@@ -142,7 +180,7 @@ fn reference(msg: &BorrowedMessage<'_>, reason: &str) -> Vec<u8> {
 }
 
 /// Decodes and routes one input record, enqueueing its outputs in order.
-async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
+async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks {
     METRICS
         .events_consumed
         .with_label_values(&[msg.topic()])
@@ -164,7 +202,11 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
             // The body moves into the shared payload: serialized once, copied never.
             let body = Arc::new(std::mem::take(&mut event.body));
             // Built once per event; every subscription's record shares them.
-            let headers = DeliveryHeaders::fresh(&event).to_kafka();
+            let headers = DeliveryHeaders {
+                view: (!view.is_empty()).then(|| view.to_string()),
+                ..DeliveryHeaders::fresh(&event)
+            }
+            .to_kafka();
             for live in shared.store.matching(&event) {
                 let record = OwnedRecord {
                     topic: shared.topics.deliveries.clone(),
@@ -213,7 +255,7 @@ async fn fan_out(shared: &Shared, msg: &BorrowedMessage<'_>) -> PendingAcks {
     acks
 }
 
-fn invalid_record(shared: &Shared, msg: &BorrowedMessage<'_>, invalid: &Invalid) -> OwnedRecord {
+fn invalid_record(shared: &Shared, msg: &OwnedMessage, invalid: &Invalid) -> OwnedRecord {
     let mut headers = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {

@@ -16,18 +16,26 @@ use crate::kafka::offsets::OffsetTracker;
 use crate::kafka::stage::StageStatus;
 use crate::kafka::{client_config, ClientKind, KafkaSetupError};
 
-pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
+pub(crate) type SharedTracker = Arc<Mutex<OffsetTracker>>;
 
 fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
     tracker.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub struct TrackingContext {
+pub(crate) struct TrackingContext {
     tracker: SharedTracker,
     status: Arc<StageStatus>,
 }
 
 impl ClientContext for TrackingContext {}
+
+/// Partition assignments seen by this process's tracked consumers (`dev`
+/// prints its banner after the first ones, below their log lines).
+static ASSIGNMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub fn assignments() -> usize {
+    ASSIGNMENTS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 impl ConsumerContext for TrackingContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -54,23 +62,32 @@ impl ConsumerContext for TrackingContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.status.assigned(partitions.count());
+            ASSIGNMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "Partitions assigned.");
         }
     }
 }
 
-/// A finished record, to be marked done in the tracker.
+/// A record in progress, to be marked done in the tracker.
 #[derive(Clone)]
-pub struct RecordRef {
+pub(crate) struct RecordRef {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
+    epoch: u64,
     tracker: SharedTracker,
 }
 
 impl RecordRef {
-    pub fn complete(&self) {
+    pub(crate) fn complete(&self) {
         lock(&self.tracker).complete(&self.topic, self.partition, self.offset);
+    }
+
+    /// Whether this instance still owns the record's partition. Once it was
+    /// revoked, the new owner reads the record again from the committed
+    /// offset: work for it here must stop writing (no forked retry chains).
+    pub(crate) fn is_current(&self) -> bool {
+        lock(&self.tracker).is_current(&self.topic, self.partition, self.epoch)
     }
 }
 
@@ -106,7 +123,7 @@ pub fn stage_config(
     config
 }
 
-pub struct TrackedConsumer {
+pub(crate) struct TrackedConsumer {
     consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
     topics: Vec<Arc<str>>,
@@ -153,7 +170,7 @@ impl TrackedConsumer {
 
     /// Stops fetching a partition and rewinds it to `offset`, to be read
     /// again from there once resumed.
-    pub fn pause_at(&self, topic: &str, partition: i32, offset: i64) {
+    pub(crate) fn pause_at(&self, topic: &str, partition: i32, offset: i64) {
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition(topic, partition);
         if let Err(e) = self.consumer.pause(&tpl) {
@@ -177,25 +194,26 @@ impl TrackedConsumer {
 
     /// Registers a record as in progress; complete the returned reference
     /// once everything it caused is durable.
-    pub fn begin(&self, msg: &BorrowedMessage<'_>) -> RecordRef {
+    pub(crate) fn begin(&self, msg: &BorrowedMessage<'_>) -> RecordRef {
         let topic = self
             .topics
             .iter()
             .find(|t| t.as_ref() == msg.topic())
             .cloned()
             .unwrap_or_else(|| Arc::from(msg.topic()));
-        lock(&self.tracker).begin(&topic, msg.partition(), msg.offset());
+        let epoch = lock(&self.tracker).begin(&topic, msg.partition(), msg.offset());
         RecordRef {
             topic,
             partition: msg.partition(),
             offset: msg.offset(),
+            epoch,
             tracker: self.tracker.clone(),
         }
     }
 
     /// Stores the offsets below which everything is done; the auto-commit
     /// sends them to the broker.
-    pub fn store_done(&self) {
+    pub(crate) fn store_done(&self) {
         let commits = lock(&self.tracker).take_commit_list();
         if let Some(list) = commits {
             if let Err(e) = self.consumer.store_offsets(&list) {
@@ -204,7 +222,7 @@ impl TrackedConsumer {
         }
     }
 
-    pub fn in_progress(&self) -> usize {
+    pub(crate) fn in_progress(&self) -> usize {
         lock(&self.tracker).in_progress()
     }
 

@@ -18,7 +18,7 @@ use crate::config::KafkaSettings;
 use crate::kafka::{client_config, ClientKind};
 
 /// Offsets applied so far per partition, and waiting for one to be reached.
-pub struct Applied {
+pub(crate) struct Applied {
     offsets: Mutex<HashMap<i32, i64>>,
     version: watch::Sender<u64>,
     ready: watch::Sender<bool>,
@@ -48,13 +48,18 @@ impl Applied {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// The highest offset applied on a partition.
+    pub(crate) fn offset(&self, partition: i32) -> Option<i64> {
+        self.offsets().get(&partition).copied()
+    }
+
     pub fn has(&self, partition: i32, offset: i64) -> bool {
         self.offsets().get(&partition).is_some_and(|o| *o >= offset)
     }
 
     /// Marks the view ready once it has read up to `ends` (end offsets seen
     /// at start). Returns true when it just became ready.
-    pub fn check_caught_up(&self, ends: &HashMap<i32, i64>) -> bool {
+    pub(crate) fn check_caught_up(&self, ends: &HashMap<i32, i64>) -> bool {
         if *self.ready.borrow() {
             return false;
         }
@@ -67,7 +72,7 @@ impl Applied {
         caught_up
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         *self.ready.borrow()
     }
 
@@ -90,7 +95,7 @@ impl Applied {
     }
 }
 
-pub struct Follower {
+pub(crate) struct Follower {
     consumer: StreamConsumer,
     pub ends: HashMap<i32, i64>,
 }

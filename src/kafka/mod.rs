@@ -9,7 +9,7 @@ pub mod stage;
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -43,7 +43,7 @@ pub enum KafkaSetupError {
 }
 
 /// A topic partition, as stages key their per-partition state.
-pub type PartitionKey = (Arc<str>, i32);
+pub(crate) type PartitionKey = (Arc<str>, i32);
 
 /// The fan-out group's assignment strategy: moves as few partitions as it can.
 pub const FANOUT_ASSIGNMENT: &str = "cooperative-sticky";
@@ -52,12 +52,12 @@ pub const FANOUT_ASSIGNMENT: &str = "cooperative-sticky";
 pub const DELIVER_ASSIGNMENT: &str = "range";
 
 /// The fan-out stage's consumer group.
-pub fn fanout_group(settings: &KafkaSettings) -> String {
+pub(crate) fn fanout_group(settings: &KafkaSettings) -> String {
     format!("{}.fanout", settings.group_id)
 }
 
 /// The delivery stage's consumer group.
-pub fn deliver_group(settings: &KafkaSettings) -> String {
+pub(crate) fn deliver_group(settings: &KafkaSettings) -> String {
     format!("{}.deliver", settings.group_id)
 }
 
@@ -68,6 +68,7 @@ pub struct Topics {
     pub deliveries: String,
     pub invalid: String,
     pub subscriptions: String,
+    pub health: String,
     pub attempts: String,
     pub dlq: String,
 }
@@ -79,6 +80,7 @@ impl Topics {
             deliveries: format!("{prefix}.deliveries"),
             invalid: format!("{prefix}.invalid"),
             subscriptions: format!("{prefix}.subscriptions"),
+            health: format!("{prefix}.health"),
             attempts: format!("{prefix}.attempts"),
             dlq: format!("{prefix}.dlq"),
         }
@@ -91,7 +93,7 @@ impl Topics {
 
 /// librdkafka configuration: brokers, then `[kafka.client]`, then the
 /// per-kind table.
-pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig {
+pub(crate) fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
     config.set("client.id", format!("rewardhooks-{}", kind.name()));
@@ -130,7 +132,7 @@ pub fn client_config(settings: &KafkaSettings, kind: ClientKind) -> ClientConfig
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum ClientKind {
+pub(crate) enum ClientKind {
     Producer,
     Consumer,
     Admin,
@@ -296,6 +298,11 @@ pub async fn ensure_topics(
         .create()
         .map_err(KafkaSetupError::Client)?;
     let existing = existing_topics(settings).await?;
+    let present: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|s| existing.contains(&s.name))
+        .collect();
+    warn_if_weaker(&admin, &present, settings.replication_factor).await;
     let specs: Vec<SpecText<'_>> = specs
         .iter()
         .filter(|s| !existing.contains(&s.name))
@@ -343,6 +350,71 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Warns when a topic that exists already has weaker settings than
+/// rewardhooks would create it with (a shorter DLQ retention, no compaction
+/// for a view topic, `min.insync.replicas` below 2 at replication 3+).
+async fn warn_if_weaker(
+    admin: &AdminClient<DefaultClientContext>,
+    specs: &[&TopicSpec],
+    replication_factor: i32,
+) {
+    if specs.is_empty() {
+        return;
+    }
+    let resources: Vec<ResourceSpecifier<'_>> = specs
+        .iter()
+        .map(|s| ResourceSpecifier::Topic(&s.name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = match admin.describe_configs(&resources, &options).await {
+        Ok(described) => described,
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot describe topic settings; not compared.");
+            return;
+        }
+    };
+    for (spec, result) in specs.iter().zip(described) {
+        let Ok(resource) = result else { continue };
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        for problem in weaker(spec, value, replication_factor) {
+            tracing::warn!(topic = %spec.name, problem = %problem, "Existing topic is weaker than configured.");
+        }
+    }
+}
+
+/// What is weaker about an existing topic's settings (`value` reads one).
+pub(crate) fn weaker(
+    spec: &TopicSpec,
+    value: impl Fn(&str) -> Option<String>,
+    replication_factor: i32,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.compact
+        && !value("cleanup.policy").is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
+    {
+        problems.push("cleanup.policy is not compact: the view loses records to retention".into());
+    }
+    if let Some(wanted) = spec.retention {
+        let have = value("retention.ms").and_then(|v| v.parse::<i64>().ok());
+        if let Some(have) = have.filter(|h| *h >= 0 && (*h as u128) < wanted.as_millis()) {
+            problems.push(format!(
+                "retention.ms is {have}, shorter than the configured {} ms",
+                wanted.as_millis()
+            ));
+        }
+    }
+    if replication_factor >= 3 {
+        let isr = value("min.insync.replicas").and_then(|v| v.parse::<i32>().ok());
+        if isr.is_some_and(|isr| isr < 2) {
+            problems.push(
+                "min.insync.replicas is below 2: an acknowledged write can be lost with one broker"
+                    .into(),
+            );
+        }
+    }
+    problems
 }
 
 /// A client context that keeps librdkafka's last error, so a failure at
@@ -415,7 +487,7 @@ async fn existing_topics(settings: &KafkaSettings) -> Result<Vec<String>, KafkaS
 }
 
 /// Reads a UTF-8 header value by name (last one wins).
-pub fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a, H: Headers>(headers: Option<&'a H>, name: &str) -> Option<&'a str> {
     let headers = headers?;
     headers
         .iter()
@@ -438,7 +510,7 @@ pub fn headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Owned
 }
 
 /// A record kept whole, so it can be produced again until the broker takes it.
-pub struct OwnedRecord {
+pub(crate) struct OwnedRecord {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Arc<Vec<u8>>,
@@ -494,7 +566,7 @@ impl OwnedRecord {
     }
 
     /// The same destination, key and headers (for a replacement payload).
-    pub fn clone_headers(&self) -> OwnedRecord {
+    pub(crate) fn clone_headers(&self) -> OwnedRecord {
         OwnedRecord {
             topic: self.topic.clone(),
             key: self.key.clone(),
@@ -513,7 +585,7 @@ impl OwnedRecord {
 /// Whether a produce error means the record can never be written as it is
 /// (retrying would wedge the partition), as opposed to a transient one
 /// (broker down, leader moving, timeouts), which is retried in place.
-pub fn is_permanent(e: &KafkaError) -> bool {
+pub(crate) fn is_permanent(e: &KafkaError) -> bool {
     let code = match e {
         KafkaError::MessageProduction(code) => *code,
         _ => return false,
@@ -635,5 +707,39 @@ mod tests {
             ),
         );
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn weaker_existing_topics_are_named() {
+        let dlq = TopicSpec {
+            name: "w.dlq".into(),
+            partitions: 3,
+            compact: false,
+            retention: Some(Duration::from_secs(30 * 86400)),
+        };
+        let settings = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let seven_days = &[("retention.ms", "604800000"), ("min.insync.replicas", "1")];
+        assert_eq!(weaker(&dlq, settings(seven_days), 3).len(), 2);
+        assert_eq!(weaker(&dlq, settings(seven_days), 1).len(), 1);
+        let forever = &[("retention.ms", "-1"), ("min.insync.replicas", "2")];
+        assert!(weaker(&dlq, settings(forever), 3).is_empty());
+        let view = TopicSpec {
+            name: "w.subscriptions".into(),
+            partitions: 1,
+            compact: true,
+            retention: None,
+        };
+        assert_eq!(
+            weaker(&view, settings(&[("cleanup.policy", "delete")]), 1).len(),
+            1
+        );
+        assert!(weaker(&view, settings(&[("cleanup.policy", "compact,delete")]), 1).is_empty());
     }
 }

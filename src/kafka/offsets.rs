@@ -12,6 +12,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 #[derive(Debug, Default)]
 struct PartitionState {
+    /// Which ownership of the partition this is: a partition revoked and
+    /// assigned again starts a new epoch, so work of the old one is known.
+    epoch: u64,
     pending: BTreeSet<i64>,
     highest_seen: Option<i64>,
     last_stored: Option<i64>,
@@ -27,35 +30,53 @@ impl PartitionState {
 }
 
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
+    epochs: u64,
 }
 
 impl OffsetTracker {
-    /// A record was taken from Kafka and its work begins.
-    pub fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+    /// A record was taken from Kafka and its work begins; returns the
+    /// partition's current epoch.
+    pub(crate) fn begin(&mut self, topic: &Arc<str>, partition: i32, offset: i64) -> u64 {
+        let epochs = &mut self.epochs;
         let state = self
             .partitions
             .entry((topic.clone(), partition))
-            .or_default();
+            .or_insert_with(|| {
+                *epochs += 1;
+                PartitionState {
+                    epoch: *epochs,
+                    ..Default::default()
+                }
+            });
         state.pending.insert(offset);
         state.highest_seen = Some(state.highest_seen.map_or(offset, |h| h.max(offset)));
+        state.epoch
+    }
+
+    /// Whether this instance still owns the partition in the given epoch
+    /// (false once it was revoked, even if it came back since).
+    pub(crate) fn is_current(&self, topic: &Arc<str>, partition: i32, epoch: u64) -> bool {
+        self.partitions
+            .get(&(topic.clone(), partition))
+            .is_some_and(|s| s.epoch == epoch)
     }
 
     /// Everything the record caused is durable.
-    pub fn complete(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+    pub(crate) fn complete(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
         if let Some(state) = self.partitions.get_mut(&(topic.clone(), partition)) {
             state.pending.remove(&offset);
         }
     }
 
     /// Records in progress across all partitions.
-    pub fn in_progress(&self) -> usize {
+    pub(crate) fn in_progress(&self) -> usize {
         self.partitions.values().map(|s| s.pending.len()).sum()
     }
 
     /// Offsets (next offset to read) that advanced since the last call.
-    pub fn take_commits(&mut self) -> Vec<(Arc<str>, i32, i64)> {
+    pub(crate) fn take_commits(&mut self) -> Vec<(Arc<str>, i32, i64)> {
         let mut out = Vec::new();
         for ((topic, partition), state) in &mut self.partitions {
             if let Some(point) = state.commit_point() {
@@ -69,13 +90,13 @@ impl OffsetTracker {
     }
 
     /// Forgets partitions this instance no longer owns.
-    pub fn revoke(&mut self, topic: &str, partition: i32) {
+    pub(crate) fn revoke(&mut self, topic: &str, partition: i32) {
         self.partitions
             .retain(|(t, p), _| !(t.as_ref() == topic && *p == partition));
     }
 
     /// Same as `take_commits`, as a list for `store_offsets`.
-    pub fn take_commit_list(&mut self) -> Option<TopicPartitionList> {
+    pub(crate) fn take_commit_list(&mut self) -> Option<TopicPartitionList> {
         let commits = self.take_commits();
         if commits.is_empty() {
             return None;
@@ -92,6 +113,20 @@ impl OffsetTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_of_a_revoked_partition_is_no_longer_current() {
+        let mut t = OffsetTracker::default();
+        let topic: Arc<str> = Arc::from("d");
+        let first = t.begin(&topic, 0, 5);
+        assert!(t.is_current(&topic, 0, first));
+        t.revoke("d", 0);
+        assert!(!t.is_current(&topic, 0, first));
+        let second = t.begin(&topic, 0, 5);
+        assert_ne!(first, second, "assigned again: a new epoch");
+        assert!(!t.is_current(&topic, 0, first));
+        assert!(t.is_current(&topic, 0, second));
+    }
 
     fn t() -> Arc<str> {
         Arc::from("topic")

@@ -15,7 +15,7 @@ use crate::kafka::Topics;
 
 /// The retry schedule and its tier topics.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     delays: Vec<Duration>,
     /// Distinct delays, ascending, with their topics.
     tiers: Vec<(Duration, String)>,
@@ -32,15 +32,15 @@ impl Schedule {
         }
     }
 
-    pub fn topics(&self) -> Vec<String> {
+    pub(crate) fn topics(&self) -> Vec<String> {
         self.tiers.iter().map(|(_, t)| t.clone()).collect()
     }
 
-    pub fn is_tier(&self, topic: &str) -> bool {
+    pub(crate) fn is_tier(&self, topic: &str) -> bool {
         self.tiers.iter().any(|(_, t)| t == topic)
     }
 
-    pub fn topic_for(&self, delay: Duration) -> &str {
+    pub(crate) fn topic_for(&self, delay: Duration) -> &str {
         self.tiers
             .iter()
             .find(|(d, _)| *d == delay)
@@ -50,18 +50,14 @@ impl Schedule {
     }
 
     /// What the delivery stage consumes: fresh deliveries and every tier.
-    pub fn consumed_topics(&self, topics: &Topics) -> Vec<String> {
+    pub(crate) fn consumed_topics(&self, topics: &Topics) -> Vec<String> {
         std::iter::once(topics.deliveries.clone())
             .chain(self.topics())
             .collect()
     }
 
-    pub fn first(&self) -> Duration {
-        self.tiers.first().map(|(d, _)| *d).unwrap_or_default()
-    }
-
     /// The smallest tier at least `wait` long (the last tier when none is).
-    pub fn covering(&self, wait: Duration) -> Duration {
+    pub(crate) fn covering(&self, wait: Duration) -> Duration {
         self.tiers
             .iter()
             .map(|(d, _)| *d)
@@ -71,7 +67,7 @@ impl Schedule {
     }
 
     /// The `index`th tier, or the last one.
-    pub fn tier_at(&self, index: usize) -> Duration {
+    pub(crate) fn tier_at(&self, index: usize) -> Duration {
         self.tiers
             .get(index)
             .or(self.tiers.last())
@@ -83,7 +79,11 @@ impl Schedule {
     /// `None` when the schedule is used up. A `Retry-After` moves the retry
     /// to the first tier at least that long (capped by the last tier), never
     /// sooner than the schedule.
-    pub fn next_delay(&self, attempts: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn next_delay(
+        &self,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         let base = *self.delays.get((attempts as usize).checked_sub(1)?)?;
         let Some(wanted) = retry_after else {
             return Some(base);
@@ -104,7 +104,7 @@ use crate::kafka::PartitionKey;
 /// Pauses tier partitions whose head record is not yet due, and resumes them
 /// when it is. Nothing sleeps in the poll loop: a timer task sends the
 /// partition back through a channel.
-pub struct Pauser {
+pub(crate) struct Pauser {
     paused: HashMap<PartitionKey, ()>,
     wake_tx: mpsc::UnboundedSender<PartitionKey>,
     wake_rx: mpsc::UnboundedReceiver<PartitionKey>,
@@ -124,7 +124,7 @@ impl Default for Pauser {
 impl Pauser {
     /// Whether a tier record may be delivered now. If not, its partition is
     /// paused and rewound to it, to be read again once due.
-    pub fn admit(
+    pub(crate) fn admit(
         &mut self,
         consumer: &TrackedConsumer,
         msg: &BorrowedMessage<'_>,
@@ -157,7 +157,7 @@ impl Pauser {
     }
 
     /// A partition's head record is due: resume it.
-    pub fn wake(&mut self, consumer: &TrackedConsumer, key: PartitionKey) {
+    pub(crate) fn wake(&mut self, consumer: &TrackedConsumer, key: PartitionKey) {
         if self.paused.remove(&key).is_none() {
             return;
         }

@@ -7,12 +7,23 @@ use std::sync::Arc;
 
 use crate::events::filter::{type_matches, Filter};
 use crate::events::Event;
+use crate::subscriptions::health::{effective, Health};
 use crate::subscriptions::{Status, Subscription};
 
 /// A subscription ready for matching and signing.
 #[derive(Debug)]
 pub struct LiveSubscription {
+    /// The subscription as it applies: the owner's record merged with its
+    /// health state.
     pub sub: Subscription,
+    /// The owner's record, when health state changed `sub` (what writes
+    /// start from; `None` = the same as `sub`).
+    owned: Option<Subscription>,
+    /// The offset of the subscriptions-topic record that made this version.
+    pub version: i64,
+    /// Set when the secret is sealed with a secrets key this instance does
+    /// not have: it matches, but cannot sign.
+    pub unknown_key: Option<String>,
     pub filter: Option<Filter>,
     /// HMAC keys decoded once: the current secret's, and the previous one's
     /// with the end of its grace period.
@@ -35,14 +46,37 @@ impl LiveSubscription {
         };
         LiveSubscription {
             sub,
+            owned: None,
+            version: -1,
+            unknown_key: None,
             filter,
             key,
             previous_key,
         }
     }
 
+    /// The owner's record merged with its health state.
+    pub fn merged(owned: Subscription, health: Option<&Health>) -> Self {
+        let sub = effective(&owned, health);
+        let differs = health.is_some();
+        let mut live = LiveSubscription::new(sub);
+        live.owned = differs.then_some(owned);
+        live
+    }
+
+    /// The owner's record (writes start from it).
+    pub fn owned(&self) -> &Subscription {
+        self.owned.as_ref().unwrap_or(&self.sub)
+    }
+
+    /// The same, as the version made by the record at `offset`.
+    pub(crate) fn at_version(mut self, offset: i64) -> Self {
+        self.version = offset;
+        self
+    }
+
     /// Keys that sign a delivery made at `now`, current first.
-    pub fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
+    pub(crate) fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
         let mut keys = vec![self.key.as_slice()];
         if let Some((previous, until)) = &self.previous_key {
             if now < *until {
@@ -74,7 +108,9 @@ pub struct Index {
 
 impl Index {
     pub fn insert(&mut self, live: &Arc<LiveSubscription>) {
-        if live.sub.status != Status::Active {
+        // Paused subscriptions still match: their deliveries are held in
+        // the delivery stage and flow again on resume.
+        if live.sub.status == Status::Disabled {
             return;
         }
         if live.is_wildcard() {

@@ -1,6 +1,7 @@
 //! Subscriptions: the model, its secrets, and the store that keeps them in the
 //! compacted subscriptions topic and materializes them in memory.
 
+pub mod health;
 pub mod live;
 pub mod store;
 
@@ -69,6 +70,13 @@ pub struct Subscription {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When its owner last re-enabled it: health state written before no
+    /// longer applies (see `health`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reenabled_at: Option<DateTime<Utc>>,
+    /// The create's `Idempotency-Key`, kept so it survives compaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<store::IdempotencyKey>,
 }
 
 impl Subscription {
@@ -95,12 +103,14 @@ impl Subscription {
             previous_secret_expires_at: None,
             created_at: now,
             updated_at: now,
+            reenabled_at: None,
+            idempotency: None,
         }
     }
 }
 
 /// A new id: `sub_` + creation time and randomness, so ids sort by age.
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut random = [0u8; 6];
     rand::rng().fill_bytes(&mut random);
     let millis = Utc::now().timestamp_millis().max(0) as u64;

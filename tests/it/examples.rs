@@ -43,8 +43,9 @@ async fn the_example_receiver_verifies_deduplicates_and_processes_each_event_onc
         }
     }
     assert_eq!(processed.len(), 11, "{processed:?}");
-    // Give the duplicate time to arrive, then check it was not processed twice.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Once both groups committed to the ends every delivery, the duplicate
+    // included, has been answered; then check it was not processed twice.
+    wait_committed_to_end(&deployment, Duration::from_secs(30)).await;
     while let Ok(event) = rx.try_recv() {
         *processed
             .entry(event["id"].as_str().unwrap().to_string())

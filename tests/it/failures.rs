@@ -195,31 +195,14 @@ async fn an_input_topic_created_after_start_is_read_within_seconds() {
         .api_client(ADMIN_TOKEN)
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
-    let client = reqwest::Client::new();
-    let readyz = format!("{}/readyz", instance.api);
-    let mut body = serde_json::Value::Null;
-    for _ in 0..200 {
-        let text = client
-            .get(&readyz)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body = serde_json::from_str(&text).unwrap();
-        if body["missing_input_topics"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str()))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
+    let names_input = |body: &serde_json::Value| {
         body["missing_input_topics"]
             .as_array()
-            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str())),
+            .is_some_and(|m| m.iter().any(|t| t == deployment.input.as_str()))
+    };
+    let body = readyz_until(&instance, Duration::from_secs(20), names_input).await;
+    assert!(
+        names_input(&body),
         "/readyz names the missing input topic: {body}"
     );
     create_topic(&deployment.input, deployment.partitions).await;
@@ -230,4 +213,185 @@ async fn an_input_topic_created_after_start_is_read_within_seconds() {
         || receiver.distinct_ids().len() >= 20,
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_subscription_holds_its_deliveries_and_they_flow_on_resume() {
+    let deployment = Deployment::new("pause").delivery(r#"retry_schedule = ["1s", "2s"]"#);
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    let (sub_id, secret) = api.subscribe(&receiver.url, &["points.earned"], None).await;
+    instance.wait_assigned().await;
+    let path = format!("/v1/subscriptions/{sub_id}");
+    let (status, v) = api
+        .call("PATCH", &path, Some(json!({"status": "paused"})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    produce_many(&deployment, "points.earned", "evt_held", 5).await;
+    // Held: parked, not attempted, not dropped. (This proves an absence, so
+    // it waits a fixed time: several first-tier delays.)
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(receiver.count(), 0, "nothing is sent while paused");
+    // A counter with no series yet has counted nothing.
+    let dropped = sample_sum_if_present(
+        &metrics(&instance).await,
+        "rewardhooks_deliveries_dropped_total",
+        &[],
+    )
+    .unwrap_or(0.0);
+    assert_eq!(dropped, 0.0, "held, not dropped");
+    let (status, v) = api
+        .call("PATCH", &path, Some(json!({"status": "active"})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    eventually(
+        "held deliveries flow on resume",
+        Duration::from_secs(30),
+        || receiver.distinct_ids().len() == 5,
+    )
+    .await;
+    for r in receiver.received() {
+        r.verify(&secret).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_variables_in_the_environment_are_ignored() {
+    // A "proxy" that records every connection made to it.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = proxy.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let mut deployment = Deployment::new("proxyenv");
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        deployment.env.push((var.to_string(), proxy_url.clone()));
+    }
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    instance
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    instance.wait_assigned().await;
+    produce_many(&deployment, "points.earned", "evt_direct", 3).await;
+    eventually("delivered directly", Duration::from_secs(30), || {
+        receiver.distinct_ids().len() == 3
+    })
+    .await;
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the proxy from the environment was used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_owners_slow_endpoints_leave_another_owner_fast() {
+    // Few permits, so the slow owner could take them all.
+    let deployment = Deployment::new("fair")
+        .delivery("max_concurrent_requests = 8")
+        .delivery(r#"timeout = "30s""#);
+    let instance = Instance::start(&deployment).await;
+    let slow = Receiver::start(200, Duration::from_secs(3)).await;
+    let fast = Receiver::start(200, Duration::ZERO).await;
+    let alice = instance.api_client("alice-token");
+    for _ in 0..16 {
+        alice.subscribe(&slow.url, &["points.earned"], None).await;
+    }
+    instance
+        .api_client("bob-token")
+        .subscribe(&fast.url, &["tier.changed"], None)
+        .await;
+    instance.wait_assigned().await;
+    // 16 subscriptions x 10 events = 160 slow requests want the 8 permits.
+    produce_many(&deployment, "points.earned", "evt_slow", 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let producer = producer();
+    let mut sent = Vec::new();
+    for n in 0..10 {
+        let id = format!("evt_fast{n}");
+        let e = event("tier.changed", &id, sample_data("tier.changed", n));
+        sent.push((id, std::time::Instant::now()));
+        produce_structured(&producer, &deployment.input, &e).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eventually("bob's webhooks arrive", Duration::from_secs(30), || {
+        fast.distinct_ids().len() == 10
+    })
+    .await;
+    let got = fast.received();
+    let mut latencies: Vec<Duration> = sent
+        .iter()
+        .map(|(id, at)| {
+            got.iter()
+                .find(|r| &r.event_id() == id)
+                .map(|r| r.at.saturating_duration_since(*at))
+                .unwrap()
+        })
+        .collect();
+    latencies.sort();
+    assert!(
+        latencies[latencies.len() - 1] < Duration::from_secs(1),
+        "bob's slowest webhook took {:?} behind alice's slow endpoints",
+        latencies.last()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_that_can_be_written_nowhere_stops_its_partition_and_readyz_says_why() {
+    // A producer limit so small that an event's delivery record, and even
+    // the reference that would go to the dead-letter topic instead, are
+    // refused: the input partition must stop, not skip the event.
+    let mut deployment = Deployment::new("stuck");
+    deployment.env.push((
+        "REWARDHOOKS__KAFKA__PRODUCER__MESSAGE__MAX__BYTES".into(),
+        "1000".into(),
+    ));
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    instance
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    instance.wait_assigned().await;
+    let mut data = sample_data("points.earned", 0);
+    data["note"] = json!("x".repeat(3000));
+    let e = event("points.earned", "evt_nowhere", data);
+    produce_structured(&producer(), &deployment.input, &e).await;
+    let body = readyz_until(&instance, Duration::from_secs(30), |body| {
+        body["stuck_partitions"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty())
+    })
+    .await;
+    let stuck = &body["stuck_partitions"][0];
+    assert_eq!(stuck["topic"], deployment.input.as_str(), "{body}");
+    assert!(
+        stuck["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write"),
+        "{body}"
+    );
+    let gauge = sample_sum(
+        &metrics(&instance).await,
+        "rewardhooks_partition_stuck",
+        &[("topic", deployment.input.as_str())],
+    );
+    assert_eq!(gauge, 1.0);
+    assert_eq!(receiver.count(), 0, "nothing skipped past it");
 }

@@ -1,7 +1,10 @@
 //! Integration tests: one binary, a real Kafka-protocol broker at
 //! KAFKA_BOOTSTRAP (`make test` starts Tansu), rewardhooks as a process.
 
+mod accounting;
 mod api;
+mod cli;
+mod consistency;
 mod examples;
 mod failures;
 mod flow;

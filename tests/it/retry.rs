@@ -54,9 +54,10 @@ async fn a_failing_endpoint_gets_the_event_again_on_the_schedule() {
         gap2 >= Duration::from_millis(1900) && gap2 < Duration::from_secs(7),
         "{gap2:?}"
     );
-    // Succeeded on the third try: no fourth.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Succeeded on the third try: nothing is left in any tier, and no fourth.
+    wait_committed_to_end(&deployment, Duration::from_secs(30)).await;
     assert_eq!(receiver.count(), 3);
+    assert_eq!(receiver.delivered().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,7 +177,9 @@ async fn a_gone_endpoint_is_tried_once_then_disabled() {
     .await;
     assert_eq!(dlq.len(), 1);
     send_one(&deployment, "evt_gone_2").await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A disabled subscription matches no new event: once both groups
+    // committed to the ends, nothing for it is pending anywhere.
+    wait_committed_to_end(&deployment, Duration::from_secs(30)).await;
     assert_eq!(
         receiver.count(),
         1,

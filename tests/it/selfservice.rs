@@ -76,6 +76,7 @@ async fn during_rotation_grace_both_secrets_verify_and_afterwards_only_the_new_o
         )
         .await;
     assert_eq!(status, 200, "{v}");
+    let rotated = std::time::Instant::now();
     let new = v["secret"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     let (_, v) = api
@@ -110,26 +111,43 @@ async fn during_rotation_grace_both_secrets_verify_and_afterwards_only_the_new_o
         .verify(&old)
         .expect("old secret verifies during grace");
 
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let e = event(
-        "points.earned",
-        "evt_after",
-        sample_data("points.earned", 2),
-    );
-    produce_structured(&producer, &deployment.input, &e).await;
-    eventually("delivery after grace", Duration::from_secs(60), || {
-        receiver.count() >= 2
-    })
-    .await;
-    let after = &receiver.received()[1];
-    assert_eq!(
-        after.headers["webhook-signature"]
+    // After the grace (4 s from the rotation) deliveries carry one
+    // signature: send events until one does, instead of sleeping.
+    let mut sent = 1;
+    let after = loop {
+        let e = event(
+            "points.earned",
+            &format!("evt_after_{sent}"),
+            sample_data("points.earned", 2),
+        );
+        produce_structured(&producer, &deployment.input, &e).await;
+        sent += 1;
+        eventually("delivery after rotation", Duration::from_secs(60), || {
+            receiver.count() >= sent
+        })
+        .await;
+        let last = receiver.received()[sent - 1].clone();
+        let signatures = last.headers["webhook-signature"]
             .to_str()
             .unwrap()
             .split(' ')
-            .count(),
-        1
+            .count();
+        if signatures == 1 {
+            break last;
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(30),
+            "still two signatures {:?} after the rotation",
+            rotated.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        rotated.elapsed() >= Duration::from_millis(3500),
+        "the grace ended early: {:?}",
+        rotated.elapsed()
     );
+    let after = &after;
     after.verify(&new).expect("new secret verifies after grace");
     assert!(after.verify(&old).is_err(), "old secret no longer signs");
 }

@@ -61,6 +61,8 @@ pub struct Deployment {
     pub partitions: i32,
     /// Whether the instance creates the input topic at start.
     pub create_input: bool,
+    /// Extra environment of every instance started for this deployment.
+    pub env: Vec<(String, String)>,
     delivery: String,
     api: String,
     /// `kafka.brokers` when not the test broker (KAFKA_BOOTSTRAP).
@@ -77,6 +79,7 @@ impl Deployment {
             group: id,
             partitions: 3,
             create_input: true,
+            env: Vec::new(),
             delivery: String::new(),
             api: String::new(),
             brokers: None,
@@ -198,6 +201,7 @@ impl Instance {
             .env("RUST_LOG", "info")
             .env_remove("REWARDHOOKS_CONFIG")
             .env("REWARDHOOKS__OPS__LISTEN", "127.0.0.1:0")
+            .envs(deployment.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -300,19 +304,21 @@ impl Instance {
     /// Waits until both consumer groups have partitions, so records
     /// produced from now on are consumed by this instance.
     pub async fn wait_assigned(&self) {
+        self.wait_assigned_groups(2).await
+    }
+
+    /// Waits until `groups` consumer groups have partitions (1 for an
+    /// instance running only one of the fan-out and deliver roles).
+    pub async fn wait_assigned_groups(&self, groups: usize) {
         let logs = self.logs.clone();
-        eventually(
-            "both consumer groups assigned",
-            Duration::from_secs(60),
-            || {
-                logs.lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|l| l.contains("Partitions assigned."))
-                    .count()
-                    >= 2
-            },
-        )
+        eventually("consumer groups assigned", Duration::from_secs(60), || {
+            logs.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("Partitions assigned."))
+                .count()
+                >= groups
+        })
         .await;
     }
 
@@ -395,6 +401,39 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A call with extra request headers (If-Match, Idempotency-Key, ...);
+    /// returns the status, the response headers and the body.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap());
+        }
+        let resp = req.send().await.expect("API request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
     /// GETs `path` until `done` holds for the answer or `timeout` passes;
     /// returns the last answer, for the caller's assertions.
     pub async fn get_until(
@@ -439,6 +478,11 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// The subscription whose secret verified the signature (see
+    /// [`Receiver::expect`]); empty when no secret was registered.
+    pub subscription: String,
+    /// The status answered, for completed requests (0 while arriving).
+    pub status: u16,
 }
 
 impl Received {
@@ -467,19 +511,39 @@ impl Received {
 /// A status and an optional Retry-After header.
 type ScriptedAnswer = (u16, Option<String>);
 
+/// What a receiver saw, in the order it happened.
+#[derive(Default)]
+struct Ledger {
+    /// Every request as it arrived, answered or not.
+    arrived: Vec<Received>,
+    /// Requests whose handler ran to its answer on a connection that was
+    /// still open: the response was handed to the connection to write.
+    completed: Vec<Received>,
+    /// Requests whose sender went away before the answer (a killed process,
+    /// a client timeout): hyper drops the handler when the connection
+    /// closes, and a guard counts the drop.
+    cut_off: usize,
+    /// Requests no registered secret verified: (event id, why).
+    bad_signatures: Vec<(String, String)>,
+}
+
 #[derive(Clone)]
 struct ReceiverState {
-    received: Arc<Mutex<Vec<Received>>>,
+    ledger: Arc<Mutex<Ledger>>,
+    /// (subscription id, secret): every request must verify with one of them.
+    secrets: Arc<Mutex<Vec<(String, String)>>>,
     answered: Arc<AtomicU32>,
     script: Arc<Mutex<VecDeque<ScriptedAnswer>>>,
     fallback: Arc<AtomicU16>,
     delay: Duration,
 }
 
-/// An HTTP server on 127.0.0.1 that records every request.
+/// An HTTP server on 127.0.0.1 that records every request: arrivals, and
+/// separately the requests it finished answering (exactly-once accounting).
 pub struct Receiver {
     pub url: String,
-    received: Arc<Mutex<Vec<Received>>>,
+    ledger: Arc<Mutex<Ledger>>,
+    secrets: Arc<Mutex<Vec<(String, String)>>>,
     answered: Arc<AtomicU32>,
     fallback: Arc<AtomicU16>,
 }
@@ -496,11 +560,13 @@ impl Receiver {
         fallback: u16,
         delay: Duration,
     ) -> Receiver {
-        let received = Arc::new(Mutex::new(Vec::new()));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let secrets = Arc::new(Mutex::new(Vec::new()));
         let answered = Arc::new(AtomicU32::new(0));
         let fallback = Arc::new(AtomicU16::new(fallback));
         let state = ReceiverState {
-            received: received.clone(),
+            ledger: ledger.clone(),
+            secrets: secrets.clone(),
             answered: answered.clone(),
             script: Arc::new(Mutex::new(
                 script
@@ -519,10 +585,22 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, router).await });
         Receiver {
             url,
-            received,
+            ledger,
+            secrets,
             answered,
             fallback,
         }
+    }
+
+    /// Registers a subscription pointing here with its secret: from now on
+    /// every request must verify with one registered secret (those that do
+    /// not are listed by [`Receiver::bad_signatures`]), and is counted
+    /// under the subscription whose secret verified it.
+    pub fn expect(&self, subscription: &str, secret: &str) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .push((subscription.to_string(), secret.to_string()));
     }
 
     /// Changes the answer once the script is used up.
@@ -530,12 +608,29 @@ impl Receiver {
         self.fallback.store(status, Ordering::SeqCst);
     }
 
+    /// Every request as it arrived, answered or not.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.ledger.lock().unwrap().arrived.clone()
     }
 
+    /// Requests that arrived (answered or not).
     pub fn count(&self) -> usize {
-        self.received.lock().unwrap().len()
+        self.ledger.lock().unwrap().arrived.len()
+    }
+
+    /// Requests answered to a sender that was still connected.
+    pub fn completed(&self) -> Vec<Received> {
+        self.ledger.lock().unwrap().completed.clone()
+    }
+
+    /// Requests whose sender went away before the answer.
+    pub fn cut_off(&self) -> usize {
+        self.ledger.lock().unwrap().cut_off
+    }
+
+    /// Requests that no registered secret verified: (event id, error).
+    pub fn bad_signatures(&self) -> Vec<(String, String)> {
+        self.ledger.lock().unwrap().bad_signatures.clone()
     }
 
     /// Requests answered so far (after their delay).
@@ -543,8 +638,110 @@ impl Receiver {
         self.answered.load(Ordering::SeqCst)
     }
 
+    /// Event ids of every request that arrived.
     pub fn distinct_ids(&self) -> std::collections::BTreeSet<String> {
         self.received().iter().map(Received::event_id).collect()
+    }
+
+    /// Completed requests answered with a 2xx: deliveries.
+    pub fn delivered(&self) -> Vec<Received> {
+        let mut done = self.completed();
+        done.retain(|r| (200..300).contains(&r.status));
+        done
+    }
+
+    /// Event ids delivered (completed with a 2xx) to `subscription`.
+    pub fn completed_ids(&self, subscription: &str) -> std::collections::BTreeSet<String> {
+        self.delivered()
+            .iter()
+            .filter(|r| r.subscription == subscription)
+            .map(Received::event_id)
+            .collect()
+    }
+
+    /// Deliveries (2xx, completed) per (event id, subscription).
+    pub fn tally(&self) -> BTreeMap<(String, String), usize> {
+        let mut tally = BTreeMap::new();
+        for r in self.delivered() {
+            *tally
+                .entry((r.event_id(), r.subscription.clone()))
+                .or_default() += 1;
+        }
+        tally
+    }
+
+    /// Completed requests beyond the first per (event id, subscription).
+    pub fn duplicates(&self) -> usize {
+        self.tally().values().map(|n| n - 1).sum()
+    }
+
+    /// Waits until a request for every id in `want` completed for
+    /// `subscription`.
+    pub async fn wait_completed(
+        &self,
+        subscription: &str,
+        want: &std::collections::BTreeSet<String>,
+        timeout: Duration,
+    ) {
+        eventually(
+            &format!("{} events completed for {subscription}", want.len()),
+            timeout,
+            || self.completed_ids(subscription).is_superset(want),
+        )
+        .await;
+    }
+
+    /// The accounting a pipeline test ends with, once the offsets of both
+    /// groups are committed to the topic ends (nothing more can come): the
+    /// completed set per subscription is exactly `want`, every signature
+    /// verified, and at most `max_duplicates` requests repeated an (event,
+    /// subscription) pair.
+    pub fn assert_delivered(
+        &self,
+        want: &[(&str, &std::collections::BTreeSet<String>)],
+        max_duplicates: usize,
+    ) {
+        let bad = self.bad_signatures();
+        assert!(bad.is_empty(), "signatures that do not verify: {bad:?}");
+        let mut subscriptions: std::collections::BTreeSet<String> = self
+            .delivered()
+            .iter()
+            .map(|r| r.subscription.clone())
+            .collect();
+        for (sub, ids) in want {
+            assert_eq!(
+                &self.completed_ids(sub),
+                *ids,
+                "exactly the matching events completed for {sub}"
+            );
+            subscriptions.remove(*sub);
+        }
+        assert!(
+            subscriptions.is_empty(),
+            "requests for unexpected subscriptions: {subscriptions:?}"
+        );
+        let tally = self.tally();
+        let repeated: Vec<_> = tally.iter().filter(|(_, n)| **n > 1).take(10).collect();
+        let duplicates = self.duplicates();
+        assert!(
+            duplicates <= max_duplicates,
+            "{duplicates} duplicate requests (bound {max_duplicates}), e.g. {repeated:?}"
+        );
+    }
+}
+
+/// Counts a request as cut off when hyper drops its handler before the
+/// answer (the connection closed).
+struct Pending {
+    ledger: Arc<Mutex<Ledger>>,
+    done: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ledger.lock().unwrap().cut_off += 1;
+        }
     }
 }
 
@@ -554,16 +751,47 @@ async fn receive(
     body: Bytes,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    state.received.lock().unwrap().push(Received {
+    let mut received = Received {
         headers,
         body,
         at: Instant::now(),
-    });
+        subscription: String::new(),
+        status: 0,
+    };
+    let secrets = state.secrets.lock().unwrap().clone();
+    if !secrets.is_empty() {
+        let mut errors = Vec::new();
+        for (sub, secret) in &secrets {
+            match received.verify(secret) {
+                Ok(()) => {
+                    received.subscription = sub.clone();
+                    break;
+                }
+                Err(e) => errors.push(format!("{sub}: {e}")),
+            }
+        }
+        if received.subscription.is_empty() {
+            state
+                .ledger
+                .lock()
+                .unwrap()
+                .bad_signatures
+                .push((received.event_id(), errors.join("; ")));
+        }
+    }
+    state.ledger.lock().unwrap().arrived.push(received.clone());
+    let mut pending = Pending {
+        ledger: state.ledger.clone(),
+        done: false,
+    };
     let scripted = state.script.lock().unwrap().pop_front();
     tokio::time::sleep(state.delay).await;
     state.answered.fetch_add(1, Ordering::SeqCst);
     let (status, retry_after) =
         scripted.unwrap_or_else(|| (state.fallback.load(Ordering::SeqCst), None));
+    pending.done = true;
+    received.status = status;
+    state.ledger.lock().unwrap().completed.push(received);
     let status = StatusCode::from_u16(status).unwrap();
     match retry_after {
         Some(ra) => (status, [("retry-after", ra)], "scripted").into_response(),
@@ -683,6 +911,25 @@ pub async fn produce_raw(producer: &FutureProducer, topic: &str, payload: &[u8])
         .expect("produce raw record");
 }
 
+/// Polls `/readyz` until `done` holds for its body or `timeout` passes;
+/// returns the last body, for the caller's assertions.
+pub async fn readyz_until(
+    instance: &Instance,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let url = format!("{}/readyz", instance.api);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if done(&body) || Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Creates a topic the way an upstream team would (admin API).
 pub async fn create_topic(topic: &str, partitions: i32) {
     let mut kafka = rewardhooks::config::Settings::load_with_env(
@@ -712,7 +959,10 @@ pub struct TopicRecord {
     pub payload: Vec<u8>,
 }
 
-/// Reads `topic` from the beginning until `want` records or the deadline.
+/// Reads `topic` from the beginning: waits (up to `timeout`) until at least
+/// `want` records are there, then reads on to the end of every partition
+/// (its high watermark), so records beyond `want`, duplicates included,
+/// are returned too.
 pub async fn read_topic(
     topic: &str,
     partitions: i32,
@@ -725,6 +975,7 @@ pub async fn read_topic(
             .set("bootstrap.servers", bootstrap())
             .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
             .create()
             .expect("reader");
         let mut tpl = TopicPartitionList::new();
@@ -735,20 +986,179 @@ pub async fn read_topic(
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
-        while out.len() < want && Instant::now() < deadline {
-            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = msg.headers() {
-                    for header in h.iter() {
-                        headers.insert(
-                            header.key.to_string(),
-                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
-                        );
+        // Whether the partition reported its end since its last record.
+        // (The end comes from the fetch, not from ListOffsets, which Tansu
+        // answers with the last batch's base offset.)
+        let mut at_end = vec![false; partitions as usize];
+        loop {
+            if out.len() >= want && at_end.iter().all(|e| *e) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(msg)) => {
+                    at_end[msg.partition() as usize] = false;
+                    let mut headers = BTreeMap::new();
+                    if let Some(h) = msg.headers() {
+                        for header in h.iter() {
+                            headers.insert(
+                                header.key.to_string(),
+                                String::from_utf8_lossy(header.value.unwrap_or_default())
+                                    .into_owned(),
+                            );
+                        }
                     }
+                    out.push(TopicRecord {
+                        headers,
+                        payload: msg.payload().unwrap_or_default().to_vec(),
+                    });
                 }
-                out.push(TopicRecord {
-                    headers,
-                    payload: msg.payload().unwrap_or_default().to_vec(),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    at_end[p as usize] = true;
+                }
+                _ => {}
+            }
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// The end of each partition of `topic` (one past its last record), found
+/// by reading it: Tansu answers ListOffsets with the last batch's base
+/// offset, so the high watermark alone can be short of the end.
+fn partition_ends(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("ends"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("end reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut ends: Vec<i64> = (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |w| w.1)
+        })
+        .collect();
+    let mut at_end = vec![false; partitions as usize];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !at_end.iter().all(|e| *e) {
+        assert!(Instant::now() < deadline, "{topic}: end never reached");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => {
+                let p = msg.partition() as usize;
+                at_end[p] = false;
+                ends[p] = ends[p].max(msg.offset() + 1);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            _ => {}
+        }
+    }
+    ends
+}
+
+/// One partition of a consumer group: its committed offset and the end
+/// (high watermark) of the partition.
+#[derive(Debug, Clone)]
+pub struct GroupPosition {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// None: the group has committed nothing on this partition.
+    pub committed: Option<i64>,
+    pub end: i64,
+}
+
+impl GroupPosition {
+    /// Everything on the partition is committed (an empty partition counts).
+    pub fn at_end(&self) -> bool {
+        self.committed.unwrap_or(0) >= self.end
+    }
+}
+
+/// Committed offsets of both consumer groups of `deployment` next to the
+/// topic ends: `<group>.fanout` on the input topic, `<group>.deliver` on the
+/// deliveries topic and every retry tier that exists.
+pub async fn group_positions(deployment: &Deployment) -> Vec<GroupPosition> {
+    let deployment = deployment.clone();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique("probe"))
+            .create()
+            .expect("probe consumer");
+        let metadata = probe
+            .fetch_metadata(None, timeout)
+            .expect("broker metadata");
+        let partitions = |topic: &str| {
+            metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len() as i32)
+        };
+        let deliveries = format!("{}.deliveries", deployment.prefix);
+        let tier_prefix = format!("{}.retry.", deployment.prefix);
+        let mut deliver_topics = vec![deliveries];
+        let mut tiers: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_string())
+            .filter(|n| n.starts_with(&tier_prefix))
+            .collect();
+        tiers.sort();
+        deliver_topics.extend(tiers);
+        let groups = [
+            (
+                format!("{}.fanout", deployment.group),
+                vec![deployment.input.clone()],
+            ),
+            (format!("{}.deliver", deployment.group), deliver_topics),
+        ];
+        let mut out = Vec::new();
+        for (group, topics) in groups {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap())
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("offset reader");
+            let mut tpl = TopicPartitionList::new();
+            for topic in &topics {
+                for p in 0..partitions(topic) {
+                    tpl.add_partition(topic, p);
+                }
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .expect("committed offsets");
+            let mut ends = BTreeMap::new();
+            for topic in &topics {
+                ends.insert(topic.clone(), partition_ends(topic, partitions(topic)));
+            }
+            for e in committed.elements() {
+                let end = ends[e.topic()][e.partition() as usize];
+                out.push(GroupPosition {
+                    group: group.clone(),
+                    topic: e.topic().to_string(),
+                    partition: e.partition(),
+                    committed: match e.offset() {
+                        Offset::Offset(o) => Some(o),
+                        _ => None,
+                    },
+                    end,
                 });
             }
         }
@@ -756,6 +1166,33 @@ pub async fn read_topic(
     })
     .await
     .unwrap()
+}
+
+/// Waits until both groups have committed every partition to its end:
+/// every input record fanned out and every delivery settled. Panics with
+/// the partitions that are behind.
+pub async fn wait_committed_to_end(deployment: &Deployment, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let positions = group_positions(deployment).await;
+        let behind: Vec<&GroupPosition> = positions.iter().filter(|p| !p.at_end()).collect();
+        let has_input = positions.iter().any(|p| p.topic == deployment.input);
+        if behind.is_empty() && has_input {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets did not reach the topic ends in {timeout:?}: {:?}",
+            behind
+                .iter()
+                .map(|p| format!(
+                    "{} {}[{}] {:?}/{}",
+                    p.group, p.topic, p.partition, p.committed, p.end
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Samples of a Prometheus text exposition: (name, labels, value).
@@ -785,39 +1222,58 @@ pub fn parse_metrics(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)>
         .collect()
 }
 
-/// The value of one sample, 0 if absent.
-pub fn sample(
-    samples: &[(String, BTreeMap<String, String>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn matching<'a>(
+    samples: &'a [(String, BTreeMap<String, String>, f64)],
+    name: &'a str,
+    labels: &'a [(&str, &str)],
+) -> impl Iterator<Item = f64> + 'a {
     samples
         .iter()
-        .find(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map_or(0.0, |(_, _, v)| *v)
-}
-
-/// The sum of every series of `name` with these labels (e.g. over partitions).
-pub fn sample_sum(
-    samples: &[(String, BTreeMap<String, String>, f64)],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    samples
-        .iter()
-        .filter(|(n, l, _)| {
+        .filter(move |(n, l, _)| {
             n == name
                 && labels
                     .iter()
                     .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         })
         .map(|(_, _, v)| *v)
-        .sum()
+}
+
+/// The value of one sample. A missing series fails the test: a metric that
+/// is not exported must not read as 0.
+pub fn sample(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    matching(samples, name, labels)
+        .next()
+        .unwrap_or_else(|| panic!("no series {name}{labels:?} in the exposition"))
+}
+
+/// The sum of every series of `name` with these labels (e.g. over
+/// partitions). No such series at all fails the test.
+pub fn sample_sum(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let values: Vec<f64> = matching(samples, name, labels).collect();
+    assert!(
+        !values.is_empty(),
+        "no series {name}{labels:?} in the exposition"
+    );
+    values.iter().sum()
+}
+
+/// Like [`sample_sum`], but `None` while no series exists yet (for polling
+/// until a series appears).
+pub fn sample_sum_if_present(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let values: Vec<f64> = matching(samples, name, labels).collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 pub async fn metrics(instance: &Instance) -> Vec<(String, BTreeMap<String, String>, f64)> {

@@ -1,6 +1,6 @@
 //! A subscription's delivery log, newest first.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -9,6 +9,7 @@ use super::find;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::pagination::{page_limit, Page};
+use crate::api::ApiPath;
 use crate::api::{ApiQuery, AppState};
 use crate::attempts::AttemptRecord;
 
@@ -32,7 +33,7 @@ pub struct AttemptsQuery {
 pub async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<AttemptsQuery>,
 ) -> Result<Json<Page<AttemptRecord>>, ApiError> {
     let sub = find(&state, &caller, &id)?;

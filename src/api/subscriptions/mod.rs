@@ -1,7 +1,9 @@
 //! `/v1/subscriptions` handlers.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::Utc;
@@ -12,8 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
-use super::{ApiJson, ApiQuery, AppState};
+use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::events::filter::Filter;
+use crate::subscriptions::live::LiveSubscription;
+use crate::subscriptions::store::{IdempotencyKey, Rejection};
 use crate::subscriptions::{RateLimit, Status, Subscription};
 
 pub mod attempts;
@@ -58,6 +62,9 @@ pub struct SubscriptionView {
     /// Only in the answer to the create call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The version (also the `ETag`); send it as `If-Match` to change only
+    /// this version.
+    pub version: i64,
 }
 
 impl From<&Subscription> for SubscriptionView {
@@ -85,7 +92,62 @@ impl From<&Subscription> for SubscriptionView {
             created_at: s.created_at,
             updated_at: s.updated_at,
             secret: None,
+            version: -1,
         }
+    }
+}
+
+impl From<&LiveSubscription> for SubscriptionView {
+    fn from(live: &LiveSubscription) -> Self {
+        SubscriptionView {
+            version: live.version,
+            ..SubscriptionView::from(&live.sub)
+        }
+    }
+}
+
+/// The `ETag` of a version.
+fn etag(version: i64) -> [(header::HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}
+
+/// The version an `If-Match` header pins, if any.
+pub(in crate::api) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("If-Match must be an ETag from GET, like \"42\""))
+}
+
+/// The API's answer to a write that did not apply.
+pub(in crate::api) fn rejected(rejection: Rejection, pinned: bool) -> ApiError {
+    match rejection {
+        Rejection::Stale { current } if pinned => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "version_conflict",
+            format!("the subscription changed: its version is now {current}; GET it and try again"),
+        ),
+        Rejection::Stale { .. } | Rejection::Exists => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "another change to this subscription won; GET it and try again",
+        ),
+        Rejection::Gone => ApiError::not_found("subscription"),
+        Rejection::CapReached { cap } => ApiError::new(
+            StatusCode::CONFLICT,
+            "limit_reached",
+            format!("the owner already has {cap} subscriptions (api.max_subscriptions_per_owner)"),
+        ),
+        Rejection::Duplicate { .. } => ApiError::invalid(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used in the last 24 h with a different request body",
+        ),
     }
 }
 
@@ -120,7 +182,7 @@ pub struct UpdateSubscription {
     rate_limit: Option<RateLimit>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-    /// `active` or `paused` (a paused subscription gets no new events).
+    /// `active` or `paused` (a paused subscription's deliveries are held until it is active again).
     status: Option<Status>,
 }
 
@@ -133,10 +195,19 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
+/// Checks a URL and returns it in the normalized form the sender uses (no
+/// raw tabs, spaces or backslashes kept as typed; hosts percent-decoded and
+/// lower-cased), which is what is stored and shown.
+async fn check_url(state: &AppState, url: &str) -> Result<String, ApiError> {
+    if url.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(
+            "invalid_url",
+            "url must not contain control characters (tabs, newlines, NUL)",
+        ));
+    }
     crate::net::check_url(url, &state.shared.settings.security.destination_policy())
         .await
-        .map(|_| ())
+        .map(|parsed| parsed.to_string())
         .map_err(|e| ApiError::invalid("invalid_url", e.to_string()))
 }
 
@@ -211,12 +282,38 @@ pub(in crate::api) fn find(
     caller: &Caller,
     id: &str,
 ) -> Result<Subscription, ApiError> {
+    find_live(state, caller, id).map(|live| live.sub.clone())
+}
+
+/// The subscription, when this instance can also sign for it (it has the
+/// secrets key its secret is sealed with); 503 otherwise.
+pub(in crate::api) fn find_usable(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Subscription, ApiError> {
+    let live = find_live(state, caller, id)?;
+    if let Some(kid) = &live.unknown_key {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("this instance does not have secrets key {kid} yet; try again during the key rollout or through another instance"),
+        ));
+    }
+    Ok(live.sub.clone())
+}
+
+/// The same, with its version.
+pub(in crate::api) fn find_live(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Arc<LiveSubscription>, ApiError> {
     state
         .shared
         .store
         .get(id)
         .filter(|live| caller.may_see(&live.sub.owner))
-        .map(|live| live.sub.clone())
         .ok_or_else(|| ApiError::not_found("subscription"))
 }
 
@@ -235,8 +332,10 @@ pub(in crate::api) fn find(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let idempotency = idempotency_key(&headers, &body)?;
     let owner = match (&caller, body.owner) {
         (Caller::Owner(o), None) => o.clone(),
         (Caller::Owner(_), Some(_)) => {
@@ -258,7 +357,7 @@ pub async fn create(
             ),
         ));
     }
-    check_url(&state, &body.url).await?;
+    let url = check_url(&state, &body.url).await?;
     check_event_types(&state, &body.event_types)?;
     check_fields(
         body.description.as_ref(),
@@ -266,21 +365,71 @@ pub async fn create(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
-    let mut sub = Subscription::new(owner, body.url, body.event_types);
+    let mut sub = Subscription::new(owner, url, body.event_types);
     sub.description = body.description;
     sub.filter = body.filter;
     sub.rate_limit = body.rate_limit;
     sub.metadata = body.metadata;
-    state
+    sub.idempotency = idempotency;
+    let created = state
         .shared
         .store
-        .put(&sub)
+        .create(&sub)
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
-    tracing::info!(subscription_id = %sub.id, owner = %sub.owner, "Subscription created.");
-    let mut view = SubscriptionView::from(&sub);
-    view.secret = Some(sub.secret.expose().to_string());
-    Ok((StatusCode::CREATED, Json(view)))
+    let live = match created {
+        Ok(live) => {
+            tracing::info!(subscription_id = %sub.id, owner = %sub.owner, "Subscription created.");
+            live
+        }
+        // The same create again: the first answer again, nothing new.
+        Err(Rejection::Duplicate {
+            id,
+            same_body: true,
+        }) => state
+            .shared
+            .store
+            .get(&id)
+            .ok_or_else(|| ApiError::not_found("subscription"))?,
+        Err(rejection) => return Err(rejected(rejection, false)),
+    };
+    let mut view = SubscriptionView::from(live.as_ref());
+    view.secret = Some(live.sub.secret.expose().to_string());
+    Ok((StatusCode::CREATED, etag(live.version), Json(view)))
+}
+
+/// The `Idempotency-Key` of a create, with a hash of what it asks for.
+fn idempotency_key(
+    headers: &HeaderMap,
+    body: &CreateSubscription,
+) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+        })?;
+    let canonical = serde_json::json!({
+        "url": body.url,
+        "event_types": body.event_types,
+        "description": body.description,
+        "filter": body.filter,
+        "rate_limit": body.rate_limit,
+        "metadata": body.metadata,
+        "owner": body.owner,
+    });
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(canonical.to_string().as_bytes());
+    Ok(Some(IdempotencyKey {
+        key: key.to_string(),
+        body_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+        at_ms: Utc::now().timestamp_millis(),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
@@ -322,9 +471,13 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    Ok(Json(SubscriptionView::from(&find(&state, &caller, &id)?)))
+    ApiPath(id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let live = find_live(&state, &caller, &id)?;
+    Ok((
+        etag(live.version),
+        Json(SubscriptionView::from(live.as_ref())),
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/subscriptions/{id}", tag = "subscriptions",
@@ -341,17 +494,18 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSubscription>,
-) -> Result<Json<SubscriptionView>, ApiError> {
-    let mut sub = find(&state, &caller, &id)?;
-    if let Some(url) = body.url {
-        check_url(&state, &url).await?;
-        sub.url = url;
-    }
-    if let Some(types) = body.event_types {
-        check_event_types(&state, &types)?;
-        sub.event_types = types;
+) -> Result<impl IntoResponse, ApiError> {
+    let pinned = if_match(&headers)?;
+    let sub = find(&state, &caller, &id)?;
+    let url = match &body.url {
+        Some(url) => Some(check_url(&state, url).await?),
+        None => None,
+    };
+    if let Some(types) = &body.event_types {
+        check_event_types(&state, types)?;
     }
     check_fields(
         body.description.as_ref(),
@@ -359,45 +513,60 @@ pub async fn update(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
-    if let Some(d) = body.description {
-        sub.description = Some(d);
+    if body.status == Some(Status::Disabled) {
+        return Err(ApiError::invalid(
+            "invalid_status",
+            "status can be set to active or paused",
+        ));
     }
-    if let Some(f) = body.filter {
-        sub.filter = (!f.as_object().is_some_and(|m| m.is_empty())).then_some(f);
-    }
-    if let Some(r) = body.rate_limit {
-        sub.rate_limit = Some(r);
-    }
-    if let Some(m) = body.metadata {
-        sub.metadata = Some(m);
-    }
-    match body.status {
-        Some(Status::Disabled) => {
-            return Err(ApiError::invalid(
-                "invalid_status",
-                "status can be set to active or paused",
-            ))
-        }
-        Some(status) => {
-            if sub.status == Status::Disabled && status == Status::Active {
-                // Re-enabled: start with a clean slate.
-                sub.circuit_open_until = None;
-                sub.failing_since = None;
-            }
-            sub.status = status;
-            sub.disabled_reason = None;
-            sub.disabled_at = None;
-        }
-        None => {}
-    }
-    sub.updated_at = Utc::now();
-    state
+    // Disabled by the system (health state): an owner's "active" re-enables.
+    let disabled = find_live(&state, &caller, &id)?.sub.status == Status::Disabled;
+    // Only the named fields change, merged onto the latest version.
+    let written = state
         .shared
         .store
-        .put(&sub)
+        .update(&sub.id, pinned, |sub| {
+            if let Some(url) = &url {
+                sub.url = url.clone();
+            }
+            if let Some(types) = &body.event_types {
+                sub.event_types = types.clone();
+            }
+            if let Some(d) = &body.description {
+                sub.description = Some(d.clone());
+            }
+            if let Some(f) = &body.filter {
+                sub.filter = (!f.as_object().is_some_and(|m| m.is_empty())).then(|| f.clone());
+            }
+            if let Some(r) = &body.rate_limit {
+                sub.rate_limit = Some(r.clone());
+            }
+            if let Some(m) = &body.metadata {
+                sub.metadata = Some(m.clone());
+            }
+            if let Some(status) = body.status {
+                if (disabled || sub.status == Status::Disabled) && status == Status::Active {
+                    // Re-enabled by its owner: this edit supersedes the
+                    // system's disable and the circuit state recorded
+                    // before it (health written earlier no longer applies).
+                    sub.reenabled_at = Some(Utc::now());
+                    sub.circuit_open_until = None;
+                    sub.failing_since = None;
+                }
+                sub.status = status;
+                sub.disabled_reason = None;
+                sub.disabled_at = None;
+            }
+            sub.updated_at = Utc::now();
+            true
+        })
         .await
-        .map_err(|e| ApiError::unavailable(&e))?;
-    Ok(Json(SubscriptionView::from(&sub)))
+        .map_err(|e| ApiError::unavailable(&e))?
+        .map_err(|r| rejected(r, pinned.is_some()))?;
+    Ok((
+        etag(written.version),
+        Json(SubscriptionView::from(written.as_ref())),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
@@ -411,15 +580,18 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    let pinned = if_match(&headers)?;
     let sub = find(&state, &caller, &id)?;
     state
         .shared
         .store
-        .delete(&sub.id)
+        .delete(&sub.id, pinned)
         .await
-        .map_err(|e| ApiError::unavailable(&e))?;
+        .map_err(|e| ApiError::unavailable(&e))?
+        .map_err(|r| rejected(r, pinned.is_some()))?;
     tracing::info!(subscription_id = %sub.id, "Subscription deleted.");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,15 +1,15 @@
 //! A subscription's signing secret: read it, rotate it with a grace period.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::find;
+use super::{find, find_usable};
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
-use crate::api::AppState;
+use crate::api::{ApiPath, AppState};
 use crate::subscriptions::Secret;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,9 +27,9 @@ pub struct SecretView {
 pub async fn secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id)?;
     Ok(Json(SecretView {
         secret: sub.secret.expose().to_string(),
     }))
@@ -46,23 +46,28 @@ pub async fn secret(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
-    let mut sub = find(&state, &caller, &id)?;
-    let now = Utc::now();
+    let sub = find(&state, &caller, &id)?;
     let grace = chrono::Duration::from_std(state.shared.settings.delivery.rotation_grace)
         .unwrap_or_else(|_| chrono::Duration::days(1));
-    sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
-    sub.previous_secret_expires_at = Some(now + grace);
-    sub.updated_at = now;
-    state
+    // Rotated on the latest version; the answer is the secret that won, so
+    // the secret returned is the one that signs.
+    let written = state
         .shared
         .store
-        .put(&sub)
+        .update(&sub.id, None, |sub| {
+            let now = Utc::now();
+            sub.previous_secret = Some(std::mem::replace(&mut sub.secret, Secret::generate()));
+            sub.previous_secret_expires_at = Some(now + grace);
+            sub.updated_at = now;
+            true
+        })
         .await
-        .map_err(|e| ApiError::unavailable(&e))?;
+        .map_err(|e| ApiError::unavailable(&e))?
+        .map_err(|r| super::rejected(r, false))?;
     tracing::info!(subscription_id = %sub.id, "Secret rotated.");
     Ok(Json(SecretView {
-        secret: sub.secret.expose().to_string(),
+        secret: written.sub.secret.expose().to_string(),
     }))
 }

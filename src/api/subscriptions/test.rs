@@ -1,13 +1,14 @@
 //! Test webhooks: send a catalog example to a subscription's endpoint now.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::find;
+use super::find_usable;
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
+use crate::api::ApiPath;
 use crate::api::{ApiJson, AppState};
 use crate::attempts::AttemptRecord;
 use crate::record::DeliveryHeaders;
@@ -33,10 +34,10 @@ pub struct TestRequest {
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<AttemptRecord>, ApiError> {
-    let sub = find(&state, &caller, &id)?;
+    let sub = find_usable(&state, &caller, &id)?;
     let Some(kind) = state.shared.catalog.get(&body.event_type) else {
         return Err(ApiError::invalid(
             "invalid_event_types",
