@@ -132,7 +132,16 @@ impl App {
             kafka_reachable: AtomicBool::new(true),
             stuck: Default::default(),
             missing_inputs: Default::default(),
+            serves_api: roles.contains(&Role::Api),
+            fanout_status: Default::default(),
+            deliver_status: Default::default(),
         });
+        if roles.contains(&Role::Fanout) {
+            shared.fanout_status.enable();
+        }
+        if roles.contains(&Role::Deliver) {
+            shared.deliver_status.enable();
+        }
         let stop_stages = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let mut stages = JoinSet::new();

@@ -217,7 +217,7 @@ fn redact(value: &str) -> &'static str {
 }
 
 /// Keys whose values never leave the process (logs, `check-config`).
-fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "secret", "token", "key"]
         .iter()

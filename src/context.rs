@@ -11,6 +11,7 @@ use crate::attempts::AttemptLog;
 use crate::config::Settings;
 use crate::deadletter::DeadLetters;
 use crate::events::Catalog;
+use crate::kafka::stage::StageStatus;
 use crate::kafka::Topics;
 use crate::metrics::METRICS;
 use crate::subscriptions::SubscriptionStore;
@@ -29,6 +30,12 @@ pub struct Shared {
     pub missing_inputs: Mutex<Vec<String>>,
     /// Partitions that cannot advance, with why (for `/readyz`).
     pub stuck: Mutex<BTreeMap<(String, i32), String>>,
+    /// Whether this instance serves the API: its readiness is the API's
+    /// (views loaded, Kafka reachable), not its stages'.
+    pub serves_api: bool,
+    /// The fan-out and delivery stages, for `/readyz`.
+    pub fanout_status: Arc<StageStatus>,
+    pub deliver_status: Arc<StageStatus>,
 }
 
 impl Shared {

@@ -152,7 +152,8 @@ enum Command {
     /// Print the configuration reference (docs/configuration-reference.md)
     /// from the built-in defaults.
     DocsConfig,
-    /// Validate and print the effective configuration, secrets redacted.
+    /// Validate the configuration (and that librdkafka accepts its Kafka
+    /// client properties) and print it, secrets redacted.
     CheckConfig {
         #[arg(long, env = "REWARDHOOKS_CONFIG")]
         config: Option<PathBuf>,
@@ -241,9 +242,7 @@ async fn main() -> std::process::ExitCode {
         .map(|s| s.log);
     init_logging(log.as_ref());
     let result = match cli.command {
-        Command::CheckConfig { config } => Settings::load(config.as_deref())
-            .map(|s| print!("{}", s.redacted_toml()))
-            .map_err(anyhow::Error::from),
+        Command::CheckConfig { config } => check_config(config),
         Command::Run { config, roles } => run(config, roles).await,
         Command::DocsEvents { config } => Settings::load(config.as_deref())
             .map_err(anyhow::Error::from)
@@ -383,8 +382,19 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Loads and validates the configuration, creates (without connecting) every
+/// Kafka client it configures, so a property librdkafka refuses fails here
+/// naming its key, and prints the effective configuration, secrets redacted.
+fn check_config(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    rewardhooks::kafka::check_clients(&settings.kafka)?;
+    print!("{}", settings.redacted_toml());
+    Ok(())
+}
+
 async fn run(config: Option<PathBuf>, roles: Vec<Role>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
+    rewardhooks::kafka::check_clients(&settings.kafka)?;
     if settings.security.secrets_key.is_empty() {
         anyhow::bail!(
             "invalid configuration: security.secrets_key: required by `run` (base64 of 32 random bytes, e.g. `openssl rand -base64 32`); subscription secrets are encrypted with it"

@@ -64,7 +64,8 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: Kafka answers and the subscription view has caught up.
+/// Ready: Kafka answers and the subscription view has caught up; without the
+/// API role, also every stage this instance runs consumes as a group member.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, description = "Ready", content_type = "application/json"),
@@ -79,18 +80,34 @@ pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoRespon
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let mut stages = serde_json::Map::new();
+    let mut stages_ready = true;
+    for (name, status) in [
+        ("fanout", &shared.fanout_status),
+        ("deliver", &shared.deliver_status),
+    ] {
+        if status.is_enabled() {
+            stages.insert(name.to_string(), status.to_json());
+            stages_ready &= status.is_ready();
+        }
+    }
     // Missing input topics are reported but do not make the instance
     // unready: the API works, and fan-out starts on them once they exist.
     let body = serde_json::json!({
         "subscriptions_loaded": loaded,
         "kafka_reachable": kafka,
+        "stages": stages,
         "stuck_partitions": stuck,
         "missing_input_topics": missing,
         "unknown_secrets_keys": shared.store.unknown_keys(),
     });
     // A stuck partition is reported (and alerted on) but does not take the
-    // instance out of service: its API and other partitions still work.
-    let status = if loaded && kafka {
+    // instance out of service: its API and other partitions still work. An
+    // instance with the API is ready when it can serve the API; one without
+    // is ready when its stages consume (a standby beyond the partition count
+    // is a member with no partitions, and ready).
+    let ready = loaded && kafka && (shared.serves_api || stages_ready);
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

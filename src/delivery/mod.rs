@@ -106,7 +106,13 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     // Range assignment gives one instance the same partition number of every
     // topic: a subscription's fresh deliveries and its retries share a lane,
     // so its rate limit and circuit are exact.
-    let consumer = TrackedConsumer::subscribe(&settings.kafka, &group, &topics, "range")?;
+    let consumer = TrackedConsumer::subscribe(
+        &settings.kafka,
+        &group,
+        &topics,
+        crate::kafka::DELIVER_ASSIGNMENT,
+        shared.deliver_status.clone(),
+    )?;
     tracing::info!(%group, tiers = ?deliverer.schedule.topics(), "Delivery started.");
     // Every tier's counter exists from the start, so its first increase shows.
     for delay in settings.delivery.retry_schedule.iter() {

@@ -90,7 +90,8 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         &settings.kafka,
         &group,
         &settings.kafka.input_topics,
-        "cooperative-sticky",
+        crate::kafka::FANOUT_ASSIGNMENT,
+        shared.fanout_status.clone(),
     )?;
     tracing::info!(%group, topics = ?settings.kafka.input_topics, "Fan-out started.");
     let (to_matcher, received) = mpsc::unbounded_channel();

@@ -9,10 +9,11 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
+use crate::kafka::stage::StageStatus;
 use crate::kafka::{client_config, ClientKind, KafkaSetupError};
 
 pub(crate) type SharedTracker = Arc<Mutex<OffsetTracker>>;
@@ -23,6 +24,7 @@ fn lock(tracker: &SharedTracker) -> std::sync::MutexGuard<'_, OffsetTracker> {
 
 pub(crate) struct TrackingContext {
     tracker: SharedTracker,
+    status: Arc<StageStatus>,
 }
 
 impl ClientContext for TrackingContext {}
@@ -52,12 +54,14 @@ impl ConsumerContext for TrackingContext {
             for p in partitions.elements() {
                 tracker.revoke(p.topic(), p.partition());
             }
+            self.status.revoked(partitions.count());
             tracing::info!(partitions = partitions.count(), "Partitions revoked.");
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            self.status.assigned(partitions.count());
             ASSIGNMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(partitions = partitions.count(), "Partitions assigned.");
         }
@@ -87,10 +91,43 @@ impl RecordRef {
     }
 }
 
+/// A stage consumer's configuration: the consumer defaults, its group and
+/// assignment strategy, and what rewardhooks sets for latency, unless
+/// `[kafka.consumer]` says otherwise.
+pub fn stage_config(
+    settings: &KafkaSettings,
+    group_id: &str,
+    assignment_strategy: &str,
+) -> ClientConfig {
+    let mut config = client_config(settings, ClientKind::Consumer);
+    config
+        .set("group.id", group_id)
+        .set("partition.assignment.strategy", assignment_strategy)
+        // Event-to-delivery latency: some brokers (Tansu) answer an idle
+        // fetch only when this runs out instead of when data arrives.
+        .set("fetch.wait.max.ms", "10")
+        // A subscribed topic that appears after start (an upstream team
+        // creates it late) is noticed within seconds, not librdkafka's
+        // default five minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
+    // An operator's explicit choice wins.
+    for key in [
+        "partition.assignment.strategy",
+        "fetch.wait.max.ms",
+        "topic.metadata.refresh.interval.ms",
+    ] {
+        if let Some(value) = settings.consumer.get(key) {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
 pub(crate) struct TrackedConsumer {
     consumer: StreamConsumer<TrackingContext>,
     tracker: SharedTracker,
     topics: Vec<Arc<str>>,
+    status: Arc<StageStatus>,
 }
 
 impl TrackedConsumer {
@@ -99,32 +136,14 @@ impl TrackedConsumer {
         group_id: &str,
         topics: &[String],
         assignment_strategy: &str,
+        status: Arc<StageStatus>,
     ) -> Result<Self, KafkaSetupError> {
         let tracker = SharedTracker::default();
-        let mut config = client_config(settings, ClientKind::Consumer);
-        config
-            .set("group.id", group_id)
-            .set("partition.assignment.strategy", assignment_strategy)
-            // Event-to-delivery latency: some brokers (Tansu) answer an idle
-            // fetch only when this runs out instead of when data arrives.
-            .set("fetch.wait.max.ms", "10")
-            // A subscribed topic that appears after start (an upstream team
-            // creates it late) is noticed within seconds, not librdkafka's
-            // default five minutes.
-            .set("topic.metadata.refresh.interval.ms", "5000");
-        // An operator's explicit choice wins.
-        for key in [
-            "partition.assignment.strategy",
-            "fetch.wait.max.ms",
-            "topic.metadata.refresh.interval.ms",
-        ] {
-            if let Some(value) = settings.consumer.get(key) {
-                config.set(key, value);
-            }
-        }
+        let config = stage_config(settings, group_id, assignment_strategy);
         let consumer: StreamConsumer<TrackingContext> = config
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),
+                status: status.clone(),
             })
             .map_err(KafkaSetupError::Client)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -135,7 +154,13 @@ impl TrackedConsumer {
             consumer,
             tracker,
             topics: topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            status,
         })
+    }
+
+    /// What `/readyz` says of this consumer's stage.
+    pub fn status(&self) -> &StageStatus {
+        &self.status
     }
 
     /// The next record (or a consumer error).

@@ -16,9 +16,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use std::sync::Arc;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::config::{format_duration, KafkaSettings};
 
@@ -26,6 +26,9 @@ use crate::config::{format_duration, KafkaSettings};
 pub enum KafkaSetupError {
     #[error("cannot create Kafka client: {0}")]
     Client(#[source] rdkafka::error::KafkaError),
+    /// Why, with what librdkafka last reported (e.g. a failed TLS handshake).
+    #[error("cannot reach Kafka at {brokers}: {why}")]
+    Unreachable { brokers: String, why: String },
     #[error("cannot create topic {topic}: {source}")]
     CreateTopic {
         topic: String,
@@ -41,6 +44,12 @@ pub enum KafkaSetupError {
 
 /// A topic partition, as stages key their per-partition state.
 pub(crate) type PartitionKey = (Arc<str>, i32);
+
+/// The fan-out group's assignment strategy: moves as few partitions as it can.
+pub const FANOUT_ASSIGNMENT: &str = "cooperative-sticky";
+/// The delivery group's: range gives one instance the same partition number
+/// of every tier, so a subscription's lane sees all its deliveries.
+pub const DELIVER_ASSIGNMENT: &str = "range";
 
 /// The fan-out stage's consumer group.
 pub(crate) fn fanout_group(settings: &KafkaSettings) -> String {
@@ -145,6 +154,124 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaSetupEr
         .map_err(KafkaSetupError::Client)
 }
 
+/// A librdkafka property that cannot work, named by the table it is in.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ClientCheckError {
+    /// e.g. `kafka.client."security.protocol"`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Creates every client rewardhooks makes (producer, admin, both stages'
+/// consumers) and drops it before it has done anything, so what librdkafka
+/// refuses fails here, naming the key: an unknown property, an unsupported
+/// value (a `security.protocol` or `sasl.mechanism` this build lacks), a CA
+/// file that cannot be read, SASL without credentials. Whether the brokers
+/// answer, or accept the credentials, only connecting tells.
+pub fn check_clients(settings: &KafkaSettings) -> Result<(), ClientCheckError> {
+    use rdkafka::consumer::BaseConsumer;
+    let client = ("kafka.client", &settings.client);
+    let producer_tables = vec![("kafka.producer", &settings.producer), client];
+    let consumer_tables = vec![("kafka.consumer", &settings.consumer), client];
+    let checks = [
+        (
+            "producer",
+            client_config(settings, ClientKind::Producer),
+            producer_tables,
+            false,
+        ),
+        (
+            "admin client",
+            client_config(settings, ClientKind::Admin),
+            vec![client],
+            false,
+        ),
+        (
+            "fan-out consumer",
+            consumer::stage_config(settings, &fanout_group(settings), FANOUT_ASSIGNMENT),
+            consumer_tables.clone(),
+            true,
+        ),
+        (
+            "delivery consumer",
+            consumer::stage_config(settings, &deliver_group(settings), DELIVER_ASSIGNMENT),
+            consumer_tables,
+            true,
+        ),
+    ];
+    for (what, mut config, tables, is_consumer) in checks {
+        // Without brokers the client never connects: nothing to wait for,
+        // nothing logged about hosts this machine may not reach.
+        config
+            .remove("bootstrap.servers")
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
+        let created = if is_consumer {
+            config.create::<BaseConsumer>().map(drop)
+        } else {
+            config.create::<BaseProducer>().map(drop)
+        };
+        created.map_err(|e| client_check_error(what, &tables, e))?;
+    }
+    Ok(())
+}
+
+/// Names the key librdkafka refused by the table it came from (the first
+/// table holding it wins, as it does when the client is configured).
+fn client_check_error(
+    what: &str,
+    tables: &[(&str, &std::collections::BTreeMap<String, String>)],
+    error: KafkaError,
+) -> ClientCheckError {
+    let name = |key: &str| {
+        tables
+            .iter()
+            .find(|(_, map)| map.contains_key(key))
+            .map_or_else(
+                || format!("kafka ({key:?}, set by rewardhooks)"),
+                |(table, _)| format!("{table}.{key:?}"),
+            )
+    };
+    match error {
+        KafkaError::ClientConfig(_, description, key, value) => ClientCheckError {
+            key: name(&key),
+            message: if crate::config::is_secret_key(&key) && description.contains(&value) {
+                format!("librdkafka refuses the value (not shown) for the {what}")
+            } else {
+                format!("{description} (librdkafka, for the {what})")
+            },
+        },
+        KafkaError::ClientCreation(message) => {
+            // When librdkafka's message names one property ("ssl.ca.location
+            // failed: …") and it is configured, that is the key; when it
+            // names several ("sasl.username and sasl.password must be set"),
+            // the table is.
+            let mut mentioned: Vec<&str> = message
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                .map(|word| word.trim_matches('.'))
+                .filter(|word| word.contains('.'))
+                .collect();
+            mentioned.dedup();
+            let configured = |key: &str| tables.iter().any(|(_, map)| map.contains_key(key));
+            let key = match mentioned.as_slice() {
+                [one] if configured(one) => name(one),
+                _ => tables
+                    .last()
+                    .map_or("kafka.client", |(table, _)| table)
+                    .to_string(),
+            };
+            ClientCheckError {
+                key,
+                message: format!("librdkafka cannot create the {what}: {message}"),
+            }
+        }
+        other => ClientCheckError {
+            key: "kafka.client".to_string(),
+            message: format!("librdkafka cannot create the {what}: {other}"),
+        },
+    }
+}
+
 /// A topic rewardhooks makes sure exists at start.
 pub struct TopicSpec {
     pub name: String,
@@ -170,7 +297,7 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = client_config(settings, ClientKind::Admin)
         .create()
         .map_err(KafkaSetupError::Client)?;
-    let existing = existing_topics(&admin).await?;
+    let existing = existing_topics(settings).await?;
     let present: Vec<&TopicSpec> = specs
         .iter()
         .filter(|s| existing.contains(&s.name))
@@ -290,15 +417,68 @@ pub(crate) fn weaker(
     problems
 }
 
-async fn existing_topics(
-    admin: &AdminClient<DefaultClientContext>,
-) -> Result<Vec<String>, KafkaSetupError> {
+/// A client context that keeps librdkafka's last error, so a failure at
+/// start can say why (a TLS handshake, authentication, DNS).
+#[derive(Default)]
+struct ProbeContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // "1/1 brokers are down" follows every failure; the reason before it
+        // is the one worth reporting.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            return;
+        }
+        // librdkafka's own log line (at ERROR) already tells the operator.
+        tracing::debug!(error = %error, reason, "Kafka client error.");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+/// The topics that exist. The admin client never serves librdkafka's log and
+/// error events, so the metadata comes from a client whose events are polled
+/// here: why the brokers cannot be reached is logged and returned.
+async fn existing_topics(settings: &KafkaSettings) -> Result<Vec<String>, KafkaSetupError> {
+    let probe: BaseProducer<ProbeContext> = client_config(settings, ClientKind::Admin)
+        .create_with_context(ProbeContext::default())
+        .map_err(KafkaSetupError::Client)?;
     let metadata = tokio::task::block_in_place(|| {
-        admin
-            .inner()
-            .fetch_metadata(None, Timeout::After(Duration::from_secs(30)))
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    probe.poll(Duration::from_millis(100));
+                }
+            });
+            let metadata = probe
+                .client()
+                .fetch_metadata(None, Timeout::After(Duration::from_secs(30)));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            metadata
+        })
     })
-    .map_err(KafkaSetupError::Client)?;
+    .map_err(|e| {
+        let last = probe
+            .context()
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        KafkaSetupError::Unreachable {
+            brokers: settings.brokers.clone(),
+            why: match last {
+                Some(last) => format!("{e} (last broker error: {last})"),
+                None => e.to_string(),
+            },
+        }
+    })?;
     Ok(metadata
         .topics()
         .iter()
@@ -423,6 +603,111 @@ pub(crate) fn is_permanent(e: &KafkaError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Settings;
+
+    fn kafka(client: &[(&str, &str)], consumer: &[(&str, &str)]) -> KafkaSettings {
+        let mut kafka = Settings::load_with_env(None, [])
+            .expect("defaults load")
+            .kafka;
+        kafka.brokers = "b-1.example.kafka.com:9096".to_string();
+        for (k, v) in client {
+            kafka.client.insert(k.to_string(), v.to_string());
+        }
+        for (k, v) in consumer {
+            kafka.consumer.insert(k.to_string(), v.to_string());
+        }
+        kafka
+    }
+
+    #[test]
+    fn managed_kafka_settings_create_every_client() {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let settings = kafka(
+                &[
+                    ("security.protocol", "SASL_SSL"),
+                    ("sasl.mechanism", mechanism),
+                    ("sasl.username", "rewardhooks"),
+                    ("sasl.password", "s3cret"),
+                ],
+                &[],
+            );
+            check_clients(&settings).unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        }
+        check_clients(&kafka(&[("security.protocol", "SSL")], &[])).expect("SSL");
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_fails_naming_its_key() {
+        let err = check_clients(&kafka(&[("security.protocol", "SASL_TLS")], &[])).unwrap_err();
+        assert_eq!(err.key, r#"kafka.client."security.protocol""#, "{err}");
+        assert!(err.message.contains("SASL_TLS"), "{err}");
+
+        let err = check_clients(&kafka(
+            &[
+                ("security.protocol", "SSL"),
+                ("ssl.ca.location", "/nonexistent/ca.pem"),
+            ],
+            &[],
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, r#"kafka.client."ssl.ca.location""#, "{err}");
+
+        // SASL without a mechanism means GSSAPI, which this build lacks.
+        let err = check_clients(&kafka(&[("security.protocol", "SASL_SSL")], &[])).unwrap_err();
+        assert!(err.message.contains("GSSAPI"), "{err}");
+
+        let err = check_clients(&kafka(
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+            ],
+            &[],
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("sasl.username"), "{err}");
+
+        // A consumer-only table is named as such, and checked for consumers.
+        let err = check_clients(&kafka(
+            &[],
+            &[(
+                "partition.assignment.strategy",
+                "roundrobin,cooperative-sticky",
+            )],
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.key, r#"kafka.consumer."partition.assignment.strategy""#,
+            "{err}"
+        );
+        assert!(err.message.contains("fan-out consumer"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_secret_property_is_named_but_its_value_never_shown() {
+        // OIDC needs libcurl, which this build of librdkafka lacks.
+        let err = check_clients(&kafka(
+            &[("sasl.oauthbearer.client.secret", "hunter2")],
+            &[],
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.key, r#"kafka.client."sasl.oauthbearer.client.secret""#,
+            "{err}"
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // A value librdkafka would echo in its description is left out.
+        let err = client_check_error(
+            "producer",
+            &[],
+            KafkaError::ClientConfig(
+                rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+                r#"Invalid value "hunter2" for configuration property "ssl.key.password""#.into(),
+                "ssl.key.password".into(),
+                "hunter2".into(),
+            ),
+        );
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
 
     #[test]
     fn weaker_existing_topics_are_named() {

@@ -96,6 +96,112 @@ async fn sigterm_with_a_hanging_receiver_exits_within_the_drain_bound_and_redeli
     .await;
 }
 
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("GET");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
+/// Polls `/readyz` until 200; returns whether a 503 came first that had
+/// everything but the stage (Kafka, view) ready: readiness waited for it.
+async fn ready_waited_for_stage(instance: &Instance, stage: &str) -> bool {
+    let url = format!("{}/readyz", instance.api);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut waited = false;
+    loop {
+        let (status, body) = get(&url).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if status == 200 {
+            assert_eq!(v["stages"][stage]["consuming"], true, "{v}");
+            assert_eq!(v["stages"][stage]["joined"], true, "{v}");
+            return waited;
+        }
+        if v["subscriptions_loaded"] == true
+            && v["kafka_reachable"] == true
+            && v["stages"][stage]["joined"] == false
+        {
+            waited = true;
+        }
+        assert!(Instant::now() < deadline, "never ready: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_ops_port() {
+    let deployment = Deployment::new("split-roles");
+    let mut stages = Vec::new();
+    for stage in ["fanout", "deliver"] {
+        let mut instance = Instance::spawn_roles(&deployment, stage);
+        instance.wait_listening().await;
+        // Ready only once its consumer has joined the group, not as soon
+        // as Kafka answers and the view is loaded.
+        assert!(
+            ready_waited_for_stage(&instance, stage).await,
+            "{stage}: /readyz was never 503 waiting for the group"
+        );
+        stages.push((stage, instance));
+    }
+    for (stage, instance) in &stages {
+        let (status, body) = get(&format!("{}/healthz", instance.api)).await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"), "{stage} /healthz");
+        let (status, body) = get(&format!("{}/readyz", instance.api)).await;
+        assert_eq!(status, 200, "{stage} /readyz: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        // Only its own stage is reported, with the partitions it holds.
+        let reported: Vec<&String> = v["stages"].as_object().unwrap().keys().collect();
+        assert_eq!(reported, [stage], "{v}");
+        assert!(v["stages"][stage]["partitions"].as_u64() > Some(0), "{v}");
+        let (status, body) = get(&format!("{}/metrics", instance.api)).await;
+        assert_eq!(status, 200, "{stage} /metrics");
+        assert!(body.contains("rewardhooks_build_info"), "{stage}: {body}");
+        // The ops port is not the API.
+        let (status, _) = get(&format!("{}/v1/subscriptions", instance.api)).await;
+        assert_eq!(status, 404, "{stage}: the ops port serves the API");
+    }
+
+    // The split roles deliver together, and the deliver-only instance's
+    // /metrics counts what it delivered.
+    let api = Instance::start_roles(&deployment, "api").await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    api.api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    // Both stages follow the subscriptions topic; give them the write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    produce_many(&deployment, "points.earned", "evt_split", 3).await;
+    eventually("delivered by split roles", Duration::from_secs(60), || {
+        receiver.distinct_ids().len() >= 3
+    })
+    .await;
+    let deliver = &stages[1].1;
+    let samples = metrics(deliver).await;
+    assert!(
+        sample_sum(
+            &samples,
+            "rewardhooks_deliveries_total",
+            &[("outcome", "success")]
+        ) >= 3.0,
+        "deliver-only /metrics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_beyond_the_partition_count_is_ready_with_no_partitions() {
+    let mut deployment = Deployment::new("standby");
+    deployment.partitions = 1;
+    let first = Instance::start_roles(&deployment, "fanout").await;
+    let standby = Instance::start_roles(&deployment, "fanout").await;
+    let (status, body) = get(&format!("{}/readyz", standby.api)).await;
+    assert_eq!(status, 200, "{body}");
+    let held = |body: &str| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["stages"]["fanout"]["partitions"].as_u64().unwrap()
+    };
+    let first_body = get(&format!("{}/readyz", first.api)).await.1;
+    assert_eq!(held(&first_body) + held(&body), 1, "{first_body} {body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_joining_while_a_slow_endpoint_holds_a_backlog_duplicates_at_most_what_was_in_flight(
 ) {

@@ -65,6 +65,9 @@ pub struct Deployment {
     pub env: Vec<(String, String)>,
     delivery: String,
     api: String,
+    /// `kafka.brokers` when not the test broker (KAFKA_BOOTSTRAP).
+    brokers: Option<String>,
+    kafka_client: String,
 }
 
 impl Deployment {
@@ -79,7 +82,24 @@ impl Deployment {
             env: Vec::new(),
             delivery: String::new(),
             api: String::new(),
+            brokers: None,
+            kafka_client: String::new(),
         }
+    }
+
+    #[allow(dead_code)] // used by tests/tls.rs
+    /// Points the instance at other brokers than KAFKA_BOOTSTRAP.
+    pub fn brokers(mut self, brokers: &str) -> Self {
+        self.brokers = Some(brokers.to_string());
+        self
+    }
+
+    #[allow(dead_code)] // used by tests/tls.rs
+    /// Adds a `[kafka.client]` line, e.g. `"security.protocol" = "SSL"`.
+    pub fn kafka_client(mut self, line: &str) -> Self {
+        self.kafka_client.push_str(line);
+        self.kafka_client.push('\n');
+        self
     }
 
     /// Adds a `[delivery]` setting, e.g. `max_in_flight_per_subscription = 2`.
@@ -107,6 +127,8 @@ group_id = "{group}"
 partitions = {partitions}
 replication_factor = 1
 create_input_topics = {create_input}
+[kafka.client]
+{kafka_client}
 [kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
@@ -127,7 +149,7 @@ admin_token = "{ADMIN_TOKEN}"
 alice = "alice-token"
 bob = "bob-token"
 "#,
-            brokers = bootstrap(),
+            brokers = self.brokers.clone().unwrap_or_else(bootstrap),
             input = self.input,
             prefix = self.prefix,
             group = self.group,
@@ -135,6 +157,7 @@ bob = "bob-token"
             create_input = self.create_input,
             delivery = self.delivery,
             api = self.api,
+            kafka_client = self.kafka_client,
         )
     }
 }
@@ -158,6 +181,15 @@ impl Instance {
     /// Starts with only some roles (`--roles`). Without `api`, `self.api`
     /// is the ops listener (health, readiness, metrics).
     pub async fn start_roles(deployment: &Deployment, roles: &str) -> Instance {
+        let mut instance = Self::spawn_roles(deployment, roles);
+        instance.wait_listening().await;
+        instance.wait_ready().await;
+        instance
+    }
+
+    /// Starts the process and returns at once: neither listening nor ready
+    /// yet (`wait_listening`, `wait_ready`).
+    pub fn spawn_roles(deployment: &Deployment, roles: &str) -> Instance {
         let config = tempfile::NamedTempFile::new().expect("temp config");
         std::fs::write(config.path(), deployment.config()).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
@@ -190,13 +222,19 @@ impl Instance {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut instance = Instance {
+        Instance {
             child,
             api: String::new(),
             logs,
             announced,
             _config: config,
-        };
+        }
+    }
+
+    /// Waits until the process announces its API (or ops) listener; sets
+    /// `self.api`.
+    pub async fn wait_listening(&mut self) {
+        let instance = self;
         let deadline = Instant::now() + Duration::from_secs(60);
         let addr: SocketAddr = loop {
             if let Some(addr) = instance.announced_addr() {
@@ -216,8 +254,12 @@ impl Instance {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         instance.api = format!("http://{addr}");
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         let client = reqwest::Client::new();
-        let ready_url = format!("{}/readyz", instance.api);
+        let ready_url = format!("{}/readyz", self.api);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = client.get(&ready_url).send().await {
@@ -225,15 +267,30 @@ impl Instance {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "rewardhooks never became ready");
+            assert!(
+                Instant::now() < deadline,
+                "rewardhooks never became ready:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        instance
+    }
+
+    #[allow(dead_code)] // used by tests/tls.rs
+    /// Whether the process has exited (and with what).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    #[allow(dead_code)] // used by tests/tls.rs
+    /// Whether a log line so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     /// The API's address as the process announced it on stdout, or the ops
     /// listener's when it runs without the api role.
-    fn announced_addr(&self) -> Option<SocketAddr> {
+    pub fn announced_addr(&self) -> Option<SocketAddr> {
         let lines = self.announced.lock().unwrap();
         let find = |which: &str| {
             lines.iter().find_map(|line| {
