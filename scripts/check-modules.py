@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fails when the crate's top-level modules import each other in a cycle.
+"""Fails when the crate's modules import each other in a cycle: the
+top-level modules, and the files inside each folder.
 
 A module is a file `src/<name>.rs` or a folder `src/<name>/`; an edge is any
 `crate::<name>` path (or `rewardhooks::<name>` in main.rs) in another module.
@@ -44,6 +45,35 @@ def graph() -> dict[str, set[str]]:
     return edges
 
 
+def file_of(parts: list[str]) -> pathlib.Path | None:
+    """The deepest source file a `crate::a::b::c` path names."""
+    for n in range(len(parts), 0, -1):
+        base = SRC.joinpath(*parts[:n])
+        for candidate in (base.with_suffix(".rs"), base / "mod.rs"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def file_graph() -> dict[str, set[str]]:
+    """Edges between files of one folder: `crate::` paths and `super::`."""
+    files = [p for p in SRC.rglob("*.rs") if not (p.parent == SRC and p.name in ROOTS)]
+    edges: dict[str, set[str]] = {str(p.relative_to(SRC)): set() for p in files}
+    for path in files:
+        here = str(path.relative_to(SRC))
+        text = strip_comments(path.read_text())
+        targets = [file_of(m.split("::")) for m in re.findall(r"\bcrate::((?:\w+::)*\w+)", text)]
+        parent = path.parent if path.name != "mod.rs" else path.parent.parent
+        for m in re.findall(r"\bsuper::(\w+)", text):
+            sibling = parent / f"{m}.rs"
+            targets.append(sibling if sibling.is_file() else (parent / "mod.rs" if (parent / "mod.rs").is_file() else None))
+        for target in targets:
+            if target is None or target == path or target.parent != path.parent:
+                continue
+            edges[here].add(str(target.relative_to(SRC)))
+    return edges
+
+
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     index, low, on_stack, stack, found = {}, {}, set(), [], []
     counter = [0]
@@ -81,7 +111,9 @@ def main() -> int:
     if "--graph" in sys.argv:
         for m in sorted(edges):
             print(f"{m} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
-    found = cycles(edges)
+    files = file_graph()
+    found = cycles(edges) + cycles(files)
+    edges = {**edges, **files}
     for c in found:
         ties = [f"{a} -> {b}" for a in c for b in sorted(edges[a]) if b in c]
         print(f"module cycle: {', '.join(c)} ({'; '.join(ties)})", file=sys.stderr)

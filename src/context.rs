@@ -11,7 +11,7 @@ use crate::attempts::AttemptLog;
 use crate::config::Settings;
 use crate::deadletter::DeadLetters;
 use crate::events::Catalog;
-use crate::kafka::stage::StageStatus;
+use crate::kafka::consumer::StageStatus;
 use crate::kafka::Topics;
 use crate::metrics::METRICS;
 use crate::subscriptions::SubscriptionStore;

@@ -1,6 +1,7 @@
 //! A group consumer whose offsets are stored only when the work a record
 //! caused is durable, in order per partition, whatever order work finishes in.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +14,62 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSettings;
 use crate::kafka::offsets::OffsetTracker;
-use crate::kafka::stage::StageStatus;
 use crate::kafka::{client_config, ClientKind, KafkaSetupError};
+
+/// What `/readyz` says of one consuming stage: whether this instance runs
+/// it, whether its loop polls, and whether its consumer has joined the group
+/// (had an assignment, possibly empty: a standby beyond the partition count
+/// is a member too) and how many partitions it holds.
+#[derive(Debug, Default)]
+pub struct StageStatus {
+    enabled: AtomicBool,
+    consuming: AtomicBool,
+    joined: AtomicBool,
+    partitions: AtomicUsize,
+}
+
+impl StageStatus {
+    /// This instance runs the stage (its role was asked for).
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_consuming(&self, consuming: bool) {
+        self.consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    /// The group gave this consumer `count` partitions more.
+    pub(crate) fn assigned(&self, count: usize) {
+        self.partitions.fetch_add(count, Ordering::Relaxed);
+        self.joined.store(true, Ordering::Relaxed);
+    }
+
+    /// The group took `count` partitions away (a rebalance, or lost ones).
+    pub(crate) fn revoked(&self, count: usize) {
+        let _ = self
+            .partitions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(count))
+            });
+    }
+
+    /// Polling and a member of its group.
+    pub fn is_ready(&self) -> bool {
+        self.consuming.load(Ordering::Relaxed) && self.joined.load(Ordering::Relaxed)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "consuming": self.consuming.load(Ordering::Relaxed),
+            "joined": self.joined.load(Ordering::Relaxed),
+            "partitions": self.partitions.load(Ordering::Relaxed),
+        })
+    }
+}
 
 pub(crate) type SharedTracker = Arc<Mutex<OffsetTracker>>;
 
