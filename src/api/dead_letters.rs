@@ -108,37 +108,20 @@ pub async fn replay(
     let dead_letters = &state.shared.dead_letters;
     // Idempotency-Key: the same replay asked again answers the first result.
     let owner = caller.owner_scope().unwrap_or("admin").to_string();
-    let idempotency = match headers.get("idempotency-key") {
+    let canonical = serde_json::json!({"subscription_id": body.subscription_id, "ids": body.ids});
+    let idempotency = match super::idempotency::key_and_hash(&headers, &canonical)? {
         None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| {
-                    ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
-                })?;
-            use sha2::Digest;
-            let canonical =
-                serde_json::json!({"subscription_id": body.subscription_id, "ids": body.ids});
-            let hash: String = sha2::Sha256::digest(canonical.to_string().as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+        Some((key, hash)) => {
             // Read the dead-letter topic to its end first: a receipt written
             // through another instance is seen.
             dead_letters
                 .fence()
                 .await
                 .map_err(|e| ApiError::unavailable(&e))?;
-            match dead_letters.receipt(&owner, key, &hash) {
+            match dead_letters.receipt(&owner, &key, &hash) {
                 Some(Receipt::Same(replayed)) => return Ok(Json(ReplayResult { replayed })),
-                Some(Receipt::Reused) => return Err(ApiError::invalid(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used in the last 24 h with a different request body",
-                )),
-                None => Some((key.to_string(), hash)),
+                Some(Receipt::Reused) => return Err(super::idempotency::reused()),
+                None => Some((key, hash)),
             }
         }
     };

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod dead_letters;
 pub mod error;
+mod idempotency;
 pub mod ops;
 pub mod pages;
 mod pagination;

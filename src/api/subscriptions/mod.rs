@@ -144,10 +144,7 @@ pub(in crate::api) fn rejected(rejection: Rejection, pinned: bool) -> ApiError {
             "limit_reached",
             format!("the owner already has {cap} subscriptions (api.max_subscriptions_per_owner)"),
         ),
-        Rejection::Duplicate { .. } => ApiError::invalid(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used in the last 24 h with a different request body",
-        ),
+        Rejection::Duplicate { .. } => super::idempotency::reused(),
     }
 }
 
@@ -414,17 +411,6 @@ fn idempotency_key(
     headers: &HeaderMap,
     body: &CreateSubscription,
 ) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| {
-            ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
-        })?;
     let canonical = serde_json::json!({
         "url": body.url,
         "event_types": body.event_types,
@@ -434,13 +420,15 @@ fn idempotency_key(
         "metadata": body.metadata,
         "owner": body.owner,
     });
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(canonical.to_string().as_bytes());
-    Ok(Some(IdempotencyKey {
-        key: key.to_string(),
-        body_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
-        at_ms: Utc::now().timestamp_millis(),
-    }))
+    Ok(
+        super::idempotency::key_and_hash(headers, &canonical)?.map(|(key, body_hash)| {
+            IdempotencyKey {
+                key,
+                body_hash,
+                at_ms: Utc::now().timestamp_millis(),
+            }
+        }),
+    )
 }
 
 #[utoipa::path(get, path = "/v1/subscriptions", tag = "subscriptions",
