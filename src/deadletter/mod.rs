@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -101,7 +101,6 @@ pub enum Receipt {
 
 pub struct DeadLetters {
     index: RwLock<Index>,
-    partitions: std::sync::OnceLock<Vec<i32>>,
     applied: Applied,
     topic: String,
     deliveries_topic: String,
@@ -118,7 +117,6 @@ impl DeadLetters {
     ) -> Arc<Self> {
         Arc::new(DeadLetters {
             index: RwLock::new(Index::default()),
-            partitions: std::sync::OnceLock::new(),
             applied: Applied::default(),
             topic,
             deliveries_topic,
@@ -138,9 +136,6 @@ impl DeadLetters {
                 source,
             })?;
         let ends = follower.ends.clone();
-        let mut partitions: Vec<i32> = ends.keys().copied().collect();
-        partitions.sort();
-        let _ = self.partitions.set(partitions);
         self.applied.check_caught_up(&ends);
         let this = self.clone();
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
@@ -230,35 +225,12 @@ impl DeadLetters {
     /// Returns once this view has read the topic up to end offsets read
     /// now: a receipt written by any instance before this call is seen.
     pub async fn fence(&self) -> Result<(), DeadLetterError> {
-        let Some(partitions) = self.partitions.get().cloned() else {
-            return Ok(());
-        };
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || {
-            partitions
-                .iter()
-                .map(|p| {
-                    producer
-                        .client()
-                        .fetch_watermarks(&topic, *p, Timeout::After(Duration::from_secs(5)))
-                        .map(|(_, high)| (*p, high))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| DeadLetterError::Read {
-            id: String::new(),
-            message: e.to_string(),
-        })?
-        .map_err(DeadLetterError::Write)?;
-        for (partition, high) in ends {
-            if high > 0 {
-                self.applied
-                    .wait_for(partition, high - 1, Duration::from_secs(10))
-                    .await;
-            }
-        }
+        let ends = self
+            .applied
+            .read_ends(&self.producer, &self.topic)
+            .await
+            .map_err(DeadLetterError::Write)?;
+        self.applied.wait_ends(&ends, Duration::from_secs(10)).await;
         Ok(())
     }
 

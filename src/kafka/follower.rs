@@ -9,6 +9,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -20,6 +21,8 @@ use crate::kafka::{client_config, ClientKind};
 /// Offsets applied so far per partition, and waiting for one to be reached.
 pub(crate) struct Applied {
     offsets: Mutex<HashMap<i32, i64>>,
+    /// The followed topic's partitions, known from the first end offsets.
+    partitions: std::sync::OnceLock<Vec<i32>>,
     version: watch::Sender<u64>,
     ready: watch::Sender<bool>,
 }
@@ -28,6 +31,7 @@ impl Default for Applied {
     fn default() -> Self {
         Applied {
             offsets: Mutex::new(HashMap::new()),
+            partitions: std::sync::OnceLock::new(),
             version: watch::channel(0).0,
             ready: watch::channel(false).0,
         }
@@ -60,6 +64,11 @@ impl Applied {
     /// Marks the view ready once it has read up to `ends` (end offsets seen
     /// at start). Returns true when it just became ready.
     pub(crate) fn check_caught_up(&self, ends: &HashMap<i32, i64>) -> bool {
+        if self.partitions.get().is_none() {
+            let mut partitions: Vec<i32> = ends.keys().copied().collect();
+            partitions.sort();
+            let _ = self.partitions.set(partitions);
+        }
         if *self.ready.borrow() {
             return false;
         }
@@ -70,6 +79,47 @@ impl Applied {
             self.ready.send_replace(true);
         }
         caught_up
+    }
+
+    /// The followed topic's partitions (empty before following starts).
+    pub(crate) fn partitions(&self) -> &[i32] {
+        self.partitions.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// The followed topic's end offsets, read now: every write acknowledged
+    /// before this call is below them (the first half of a read fence).
+    pub(crate) async fn read_ends(
+        &self,
+        producer: &FutureProducer,
+        topic: &str,
+    ) -> Result<Vec<(i32, i64)>, KafkaError> {
+        let partitions = self.partitions().to_vec();
+        let producer = producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|p| {
+                    producer
+                        .client()
+                        .fetch_watermarks(&topic, *p, Timeout::After(Duration::from_secs(5)))
+                        .map(|(_, high)| (*p, high))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// Waits (at most `timeout` a partition) until everything below `ends`
+    /// is applied (the second half); false when it was not in time.
+    pub(crate) async fn wait_ends(&self, ends: &[(i32, i64)], timeout: Duration) -> bool {
+        for (partition, high) in ends {
+            if *high > 0 && !self.wait_for(*partition, high - 1, timeout).await {
+                return false;
+            }
+        }
+        true
     }
 
     pub(crate) fn is_ready(&self) -> bool {

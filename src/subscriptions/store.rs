@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -249,8 +249,6 @@ pub struct SubscriptionStore {
     /// The health topic, its applied offsets, and where its view caught up.
     health_topic: String,
     health_applied: Applied,
-    /// The topic's partitions (known once following).
-    partitions: std::sync::OnceLock<Vec<i32>>,
     /// This instance's writes awaiting their decision, by write id.
     pending: Mutex<HashMap<String, Option<Result<(), Rejection>>>>,
     /// Encrypts secrets on the way to Kafka and decrypts them on the way back.
@@ -275,7 +273,6 @@ impl SubscriptionStore {
             health_topic,
             health_applied: Applied::default(),
             max_per_owner,
-            partitions: std::sync::OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             cipher,
             applied: Applied::default(),
@@ -299,9 +296,6 @@ impl SubscriptionStore {
                 source,
             })?;
         let ends = follower.ends.clone();
-        let mut partitions: Vec<i32> = ends.keys().copied().collect();
-        partitions.sort();
-        let _ = self.partitions.set(partitions);
         let health = Follower::start(settings, "health-view", &self.health_topic)
             .await
             .map_err(|source| StoreError::Follow {
@@ -497,69 +491,29 @@ impl SubscriptionStore {
     /// offsets read now, so every write acknowledged before this call is in
     /// the view. One end-offset lookup; retried while the broker is away.
     pub async fn fence(&self) {
-        let Some(partitions) = self.partitions.get().cloned() else {
-            return;
-        };
         let ends = loop {
-            let producer = self.producer.clone();
-            let topic = self.topic.clone();
-            let partitions = partitions.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                partitions
-                    .iter()
-                    .map(|p| {
-                        producer
-                            .client()
-                            .fetch_watermarks(&topic, *p, Timeout::After(Duration::from_secs(5)))
-                            .map(|(_, high)| (*p, high))
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await;
-            match read {
-                Ok(Ok(ends)) => break ends,
-                Ok(Err(e)) => {
+            match self.applied.read_ends(&self.producer, &self.topic).await {
+                Ok(ends) => break ends,
+                Err(e) => {
                     tracing::warn!(error = %e, "Read fence: cannot read the subscriptions topic's end; retrying.");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                Err(_) => return,
             }
         };
-        self.wait_applied(&ends).await;
-    }
-
-    /// Waits until the view has applied everything below these end offsets.
-    async fn wait_applied(&self, ends: &[(i32, i64)]) {
-        for (partition, high) in ends {
-            if *high <= 0 {
-                continue;
-            }
-            while !self
-                .applied
-                .wait_for(*partition, high - 1, Duration::from_secs(10))
-                .await
-            {
-                tracing::warn!(
-                    partition,
-                    offset = high - 1,
-                    "The subscription view is behind the topic; waiting."
-                );
-            }
+        while !self.applied.wait_ends(&ends, Duration::from_secs(10)).await {
+            tracing::warn!("The subscription view is behind the topic; waiting.");
         }
     }
 
     /// The positions this view has applied, as a delivery record carries
     /// them (`<partition>:<offset>,…`).
     pub(crate) fn positions(&self) -> String {
-        self.partitions
-            .get()
-            .map(|ps| {
-                ps.iter()
-                    .filter_map(|p| self.applied.offset(*p).map(|o| format!("{p}:{o}")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
+        self.applied
+            .partitions()
+            .iter()
+            .filter_map(|p| self.applied.offset(*p).map(|o| format!("{p}:{o}")))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Waits (at most `timeout`) until this view has applied `positions`
