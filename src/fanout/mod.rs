@@ -73,7 +73,7 @@ async fn matcher(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Rece
             let acks = fan_out(&shared, &r.msg, &view).await;
             let shared = shared.clone();
             tokio::spawn(async move {
-                if acks.wait(&shared).await {
+                if acks.wait(&shared, &r.msg).await {
                     r.record.complete();
                 }
                 drop(r.permit);
@@ -110,18 +110,27 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     Ok(())
 }
 
-/// One record fan-out produced, and where it goes if it can never be
-/// written (too large, invalid): a reference in the dead-letter or invalid
-/// topic, so the input partition moves on with the record accounted for.
+/// Where a record goes if it can never be written (too large, invalid): a
+/// reference in the dead-letter or invalid topic, so the input partition
+/// moves on with the record accounted for. Built only when needed.
+enum Fallback {
+    /// A delivery record: dead-lettered as `undeliverable`.
+    DeadLetter,
+    /// The copy of an invalid input record: its reference instead.
+    Invalid { reason: &'static str },
+}
+
+/// One record fan-out produced.
 struct Output {
     record: OwnedRecord,
     ack: Result<DeliveryFuture, KafkaError>,
-    fallback: Option<OwnedRecord>,
+    fallback: Fallback,
 }
 
 /// Records produced for one input record, awaiting their acknowledgements.
 struct PendingAcks {
-    source: (String, i32),
+    /// The event's delivery headers (`None` for an invalid record).
+    event: Option<DeliveryHeaders>,
     sends: Vec<Output>,
 }
 
@@ -131,7 +140,7 @@ impl PendingAcks {
     /// are durable. Returns false, with the partition marked stuck, when an
     /// output and its fallback can both never be written: the input record
     /// then stays unfinished, so nothing is lost.
-    async fn wait(self, shared: &Shared) -> bool {
+    async fn wait(self, shared: &Shared, msg: &OwnedMessage) -> bool {
         let producer = &shared.producer;
         for out in self.sends {
             let written = match out.ack {
@@ -144,15 +153,12 @@ impl PendingAcks {
             };
             let Err(error) = written else { continue };
             tracing::warn!(topic = %out.record.topic, size = out.record.size(), %error, "A record can never be written; writing its reference instead.");
-            let fallback = match &out.fallback {
-                Some(fallback) => fallback.produce_durably(producer).await,
-                None => Err(error),
-            };
-            if let Err(e) = fallback {
-                let (topic, partition) = &self.source;
+            let fallback =
+                fallback_record(shared, msg, self.event.as_ref(), &out.record, &out.fallback);
+            if let Err(e) = fallback.produce_durably(producer).await {
                 shared.mark_stuck(
-                    topic,
-                    *partition,
+                    msg.topic(),
+                    msg.partition(),
                     format!(
                         "cannot write a record to {} nor its reference: {e}",
                         out.record.topic
@@ -162,6 +168,41 @@ impl PendingAcks {
             }
         }
         true
+    }
+}
+
+/// The reference that replaces a record that can never be written.
+fn fallback_record(
+    shared: &Shared,
+    msg: &OwnedMessage,
+    event: Option<&DeliveryHeaders>,
+    record: &OwnedRecord,
+    fallback: &Fallback,
+) -> OwnedRecord {
+    match *fallback {
+        Fallback::DeadLetter => {
+            let subscription_id = record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let dead = DeliveryHeaders {
+                subscription_id,
+                dead_at_ms: Some(chrono::Utc::now().timestamp_millis()),
+                dead_reason: Some(DeadReason::Undeliverable),
+                last_error: Some("the delivery record can never be written".into()),
+                ..event.cloned().unwrap_or_default()
+            };
+            OwnedRecord {
+                topic: shared.topics.dlq.clone(),
+                key: record.key.clone(),
+                payload: Arc::new(reference(msg, DeadReason::Undeliverable.as_str())),
+                headers: dead.to_kafka(),
+            }
+        }
+        Fallback::Invalid { reason } => OwnedRecord {
+            payload: Arc::new(reference(msg, reason)),
+            ..record.clone_headers()
+        },
     }
 }
 
@@ -194,7 +235,7 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
         msg.timestamp().to_millis(),
     );
     let mut acks = PendingAcks {
-        source: (msg.topic().to_string(), msg.partition()),
+        event: None,
         sends: Vec::new(),
     };
     match decoded {
@@ -202,11 +243,11 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
             // The body moves into the shared payload: serialized once, copied never.
             let body = Arc::new(std::mem::take(&mut event.body));
             // Built once per event; every subscription's record shares them.
-            let headers = DeliveryHeaders {
+            let delivery = DeliveryHeaders {
                 view: (!view.is_empty()).then(|| view.to_string()),
                 ..DeliveryHeaders::fresh(&event)
-            }
-            .to_kafka();
+            };
+            let headers = delivery.to_kafka();
             for live in shared.store.matching(&event) {
                 let record = OwnedRecord {
                     topic: shared.topics.deliveries.clone(),
@@ -214,21 +255,9 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
                     payload: body.clone(),
                     headers: headers.clone(),
                 };
-                let dead = DeliveryHeaders {
-                    subscription_id: Some(live.sub.id.clone()),
-                    dead_at_ms: Some(chrono::Utc::now().timestamp_millis()),
-                    dead_reason: Some(DeadReason::Undeliverable),
-                    last_error: Some("the delivery record can never be written".into()),
-                    ..DeliveryHeaders::fresh(&event)
-                };
-                let fallback = OwnedRecord {
-                    topic: shared.topics.dlq.clone(),
-                    key: Some(live.sub.id.as_bytes().to_vec()),
-                    payload: Arc::new(reference(msg, DeadReason::Undeliverable.as_str())),
-                    headers: dead.to_kafka(),
-                };
-                enqueue(&shared.producer, record, Some(fallback), &mut acks).await;
+                enqueue(&shared.producer, record, Fallback::DeadLetter, &mut acks).await;
             }
+            acks.event = Some(delivery);
             tracing::debug!(event_id = %event.id, event_type = %event.event_type, "Event fanned out.");
         }
         Err(invalid) => {
@@ -245,11 +274,10 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
                 error = %invalid.message,
                 "Invalid event sent to the invalid topic."
             );
-            let fallback = OwnedRecord {
-                payload: Arc::new(reference(msg, invalid.reason.as_str())),
-                ..record.clone_headers()
+            let fallback = Fallback::Invalid {
+                reason: invalid.reason.as_str(),
             };
-            enqueue(&shared.producer, record, Some(fallback), &mut acks).await;
+            enqueue(&shared.producer, record, fallback, &mut acks).await;
         }
     }
     acks
@@ -301,7 +329,7 @@ fn invalid_record(shared: &Shared, msg: &OwnedMessage, invalid: &Invalid) -> Own
 async fn enqueue(
     producer: &FutureProducer,
     record: OwnedRecord,
-    fallback: Option<OwnedRecord>,
+    fallback: Fallback,
     acks: &mut PendingAcks,
 ) {
     let ack = record.enqueue(producer).await;

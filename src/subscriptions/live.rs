@@ -57,10 +57,12 @@ impl LiveSubscription {
 
     /// The owner's record merged with its health state.
     pub fn merged(owned: Subscription, health: Option<&Health>) -> Self {
-        let sub = effective(&owned, health);
-        let differs = health.is_some();
-        let mut live = LiveSubscription::new(sub);
-        live.owned = differs.then_some(owned);
+        // Most subscriptions have no health record: no copy of the owner's.
+        let Some(health) = health else {
+            return LiveSubscription::new(owned);
+        };
+        let mut live = LiveSubscription::new(effective(&owned, Some(health)));
+        live.owned = Some(owned);
         live
     }
 
