@@ -112,6 +112,7 @@ def main() -> int:
         for m in sorted(edges):
             print(f"{m} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
     files = file_graph()
+    modules = len(edges)
     found = cycles(edges) + cycles(files)
     edges = {**edges, **files}
     for c in found:
@@ -119,7 +120,7 @@ def main() -> int:
         print(f"module cycle: {', '.join(c)} ({'; '.join(ties)})", file=sys.stderr)
     if found:
         return 1
-    print(f"module graph: {len(edges)} modules, no cycles")
+    print(f"module graph: {modules} modules, {len(files)} files, no cycles")
     return 0
 
 

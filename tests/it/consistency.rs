@@ -359,7 +359,8 @@ async fn during_a_secrets_key_rollout_nothing_is_dropped_and_deliveries_flow_onc
         .await;
     assert_eq!(status, 503);
     produce_many(&deployment, "points.earned", "evt_rollout", 30).await;
-    // What A delivers arrives; what waits on B is parked, never dropped.
+    // What A delivers arrives; what waits on B is parked, never dropped
+    // (an absence, so a fixed wait of several retry-tier delays).
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     for instance in [&a, &b] {
         let dropped = sample_sum_if_present(

@@ -171,7 +171,8 @@ async fn an_open_circuit_parks_its_backlog_once_instead_of_rewriting_it() {
         seen >= pending,
         "{seen} tier writes for {pending} deliveries"
     );
-    // ...and 20 s of a down endpoint later (twenty first-tier delays), each
+    // ...and 20 s of a down endpoint later (twenty first-tier delays; a
+    // bound over time, so a fixed wait), each
     // has been written at most 3 times: parked for the cool-down, not
     // rewritten every second.
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -319,7 +320,11 @@ async fn one_owners_slow_endpoints_leave_another_owner_fast() {
     instance.wait_assigned().await;
     // 16 subscriptions x 10 events = 160 slow requests want the 8 permits.
     produce_many(&deployment, "points.earned", "evt_slow", 10).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Alice's slow requests hold the permits before Bob's events come.
+    eventually("the slow endpoint busy", Duration::from_secs(30), || {
+        slow.count() >= 4
+    })
+    .await;
     let producer = producer();
     let mut sent = Vec::new();
     for n in 0..10 {
