@@ -29,6 +29,9 @@ pub struct LiveSubscription {
     /// with the end of its grace period.
     key: Vec<u8>,
     previous_key: Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>,
+    /// Custom headers, parsed once and marked sensitive (kept out of
+    /// debug output).
+    pub(crate) request_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
 }
 
 impl LiveSubscription {
@@ -44,7 +47,20 @@ impl LiveSubscription {
             (Some(secret), Some(until)) => secret.key_bytes().map(|k| (k, until)),
             _ => None,
         };
+        // Validated when written; a header that no longer parses is left out
+        // rather than failing every attempt.
+        let request_headers = sub
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let mut value = reqwest::header::HeaderValue::from_str(value.expose()).ok()?;
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
         LiveSubscription {
+            request_headers,
             sub,
             owned: None,
             version: -1,
