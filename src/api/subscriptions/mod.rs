@@ -620,21 +620,15 @@ pub async fn update(
         body.metadata.as_ref(),
     )?;
     // What the credentials will be after this change, checked together.
-    let headers = match &body.headers {
-        Some(asked) => Some(credentials::merge_redacted(
-            &sub.headers,
-            &asked.clone().unwrap_or_default(),
-        )),
-        None => None,
-    };
-    let mut auth = match &body.auth {
-        Some(asked) => Some(
-            asked
-                .clone()
-                .map(|a| keep_redacted_secret(a, sub.auth.as_ref())),
-        ),
-        None => None,
-    };
+    let headers = body
+        .headers
+        .as_ref()
+        .map(|asked| credentials::merge_redacted(&sub.headers, &asked.clone().unwrap_or_default()));
+    let mut auth = body.auth.as_ref().map(|asked| {
+        asked
+            .clone()
+            .map(|a| keep_redacted_secret(a, sub.auth.as_ref()))
+    });
     {
         let plain = |h: &BTreeMap<String, Secret>| -> BTreeMap<String, String> {
             h.iter()
