@@ -15,6 +15,7 @@ use crate::context::Shared;
 use crate::kafka::consumer::RecordRef;
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
+use crate::operational::DeadLetterNotices;
 use crate::record::{DeadReason, DeliveryHeaders};
 use crate::retry::Schedule;
 use crate::subscriptions::live::LiveSubscription;
@@ -60,6 +61,11 @@ pub struct Deliverer {
     pub(super) requests: Arc<FairPermits>,
     /// OAuth2 tokens of the subscriptions that use them.
     tokens: Tokens,
+    /// Rate-limits `dead_letter.created` notices.
+    pub(super) notices: Arc<DeadLetterNotices>,
+    /// Subscriptions being disabled right now, so concurrent failures
+    /// disable (and notify) once.
+    pub(super) disabling: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Deliverer {
@@ -82,6 +88,8 @@ impl Deliverer {
             schedule,
             requests,
             tokens: Tokens::default(),
+            notices: Arc::default(),
+            disabling: Default::default(),
         })
     }
 
