@@ -230,7 +230,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn built_in_catalog_has_the_four_reward_types_with_valid_examples() {
+    fn built_in_catalog_has_the_four_reward_types_and_the_operational_ones_with_valid_examples() {
         let catalog = Catalog::built_in().unwrap();
         let names: Vec<_> = catalog.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
@@ -239,6 +239,10 @@ mod tests {
                 "points.earned",
                 "points.redeemed",
                 "profile.updated",
+                "rewardhooks.dead_letter.created",
+                "rewardhooks.recovery.finished",
+                "rewardhooks.subscription.circuit_opened",
+                "rewardhooks.subscription.disabled",
                 "tier.changed"
             ]
         );
