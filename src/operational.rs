@@ -182,6 +182,67 @@ struct Window {
     flush_scheduled: bool,
 }
 
+/// What noting a dead letter asks for.
+#[derive(Debug, PartialEq)]
+enum Noted {
+    /// Notify this one now (count 1).
+    Now,
+    /// Counted for the window's notice; flush the window at this time
+    /// (`None`: a flush is already scheduled).
+    Counted { flush_at: Option<Instant> },
+}
+
+/// The windows of every subscription with recent dead letters. Pure state,
+/// with time passed in, so the rule is testable without waiting a minute.
+#[derive(Default)]
+struct Windows(HashMap<String, Window>);
+
+impl Windows {
+    fn note(&mut self, dead: DeadLetter, now: Instant, wall: DateTime<Utc>) -> Noted {
+        if self.0.len() >= MAX_WINDOWS && !self.0.contains_key(&dead.subscription_id) {
+            self.0
+                .retain(|_, w| w.flush_scheduled || now - w.opened < DEAD_LETTER_WINDOW);
+        }
+        match self.0.get_mut(&dead.subscription_id) {
+            Some(w) if now - w.opened < DEAD_LETTER_WINDOW || w.flush_scheduled => {
+                w.pending += 1;
+                w.first_at.get_or_insert(wall);
+                w.latest = Some(dead);
+                let flush_at = (!w.flush_scheduled).then(|| {
+                    w.flush_scheduled = true;
+                    w.opened + DEAD_LETTER_WINDOW
+                });
+                Noted::Counted { flush_at }
+            }
+            _ => {
+                self.0.insert(
+                    dead.subscription_id.clone(),
+                    Window {
+                        opened: now,
+                        pending: 0,
+                        latest: None,
+                        first_at: None,
+                        flush_scheduled: false,
+                    },
+                );
+                Noted::Now
+            }
+        }
+    }
+
+    /// Ends a window: what it counted (the latest, how many, the first's
+    /// time); the next window starts `now`.
+    fn flush(&mut self, id: &str, now: Instant) -> Option<(DeadLetter, u64, DateTime<Utc>)> {
+        let w = self.0.get_mut(id)?;
+        w.flush_scheduled = false;
+        w.opened = now;
+        let count = std::mem::take(&mut w.pending);
+        let first_at = w.first_at.take();
+        let latest = w.latest.take()?;
+        Some((latest, count, first_at.unwrap_or_else(Utc::now)))
+    }
+}
+
 /// Rate-limits `dead_letter.created`: the first dead letter of a quiet
 /// subscription is notified at once; those within the next minute are
 /// counted and notified together when the minute ends, so a subscription
@@ -189,11 +250,11 @@ struct Window {
 /// one.
 #[derive(Default)]
 pub(crate) struct DeadLetterNotices {
-    windows: Mutex<HashMap<String, Window>>,
+    windows: Mutex<Windows>,
 }
 
 impl DeadLetterNotices {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
         self.windows.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -204,63 +265,29 @@ impl DeadLetterNotices {
         if is_operational(&dead.event_type) {
             return;
         }
-        let now = Instant::now();
-        let mut windows = self.lock();
-        if windows.len() >= MAX_WINDOWS && !windows.contains_key(&dead.subscription_id) {
-            windows.retain(|_, w| w.flush_scheduled || now - w.opened < DEAD_LETTER_WINDOW);
-        }
         let id = dead.subscription_id.clone();
-        match windows.get_mut(&id) {
-            Some(w) if now - w.opened < DEAD_LETTER_WINDOW || w.flush_scheduled => {
-                w.pending += 1;
-                w.first_at.get_or_insert_with(Utc::now);
-                w.latest = Some(dead);
+        let noted = self.lock().note(dead.clone(), Instant::now(), Utc::now());
+        let shared = shared.clone();
+        match noted {
+            Noted::Now => {
+                tokio::spawn(async move { notify(&shared, &dead, 1, Utc::now()).await });
+            }
+            Noted::Counted { flush_at } => {
                 METRICS
                     .operational_events
                     .with_label_values(&[DEAD_LETTER_CREATED, "coalesced"])
                     .inc();
-                if !w.flush_scheduled {
-                    w.flush_scheduled = true;
-                    let due = w.opened + DEAD_LETTER_WINDOW;
-                    let (notices, shared) = (self.clone(), shared.clone());
-                    tokio::spawn(async move { notices.flush(&shared, id, due).await });
+                if let Some(due) = flush_at {
+                    let notices = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due.into()).await;
+                        let taken = notices.lock().flush(&id, Instant::now());
+                        if let Some((dead, count, first_at)) = taken {
+                            notify(&shared, &dead, count, first_at).await;
+                        }
+                    });
                 }
             }
-            _ => {
-                windows.insert(
-                    id,
-                    Window {
-                        opened: now,
-                        pending: 0,
-                        latest: None,
-                        first_at: None,
-                        flush_scheduled: false,
-                    },
-                );
-                drop(windows);
-                let shared = shared.clone();
-                tokio::spawn(async move { notify(&shared, &dead, 1, Utc::now()).await });
-            }
-        }
-    }
-
-    /// At the end of a window: one notice for what it counted; the next
-    /// window starts now.
-    async fn flush(&self, shared: &Shared, id: String, due: Instant) {
-        tokio::time::sleep_until(due.into()).await;
-        let taken = {
-            let mut windows = self.lock();
-            let Some(w) = windows.get_mut(&id) else {
-                return;
-            };
-            w.flush_scheduled = false;
-            w.opened = Instant::now();
-            let count = std::mem::take(&mut w.pending);
-            let first_at = w.first_at.take();
-            w.latest.take().map(|dead| (dead, count, first_at))
-        };
-        if let Some((dead, count, first_at)) = taken {
-            notify(shared, &dead, count, first_at.unwrap_or_else(Utc::now)).await;
         }
     }
 }
@@ -279,7 +306,54 @@ async fn notify(shared: &Shared, dead: &DeadLetter, count: u64, first_at: DateTi
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::events::Catalog;
+
+    fn dead(sub: &str, event: &str) -> DeadLetter {
+        DeadLetter {
+            owner: "o".into(),
+            subscription_id: sub.into(),
+            event_id: event.into(),
+            event_type: "points.earned".into(),
+            reason: "exhausted",
+        }
+    }
+
+    #[test]
+    fn dead_letter_notices_come_at_most_once_a_minute_and_count_every_dead_letter() {
+        let mut w = Windows::default();
+        let t0 = Instant::now();
+        let wall = Utc::now();
+        let s = Duration::from_secs;
+        assert_eq!(w.note(dead("a", "e1"), t0, wall), Noted::Now);
+        // Another subscription has its own window.
+        assert_eq!(w.note(dead("b", "e1"), t0, wall), Noted::Now);
+        assert_eq!(
+            w.note(dead("a", "e2"), t0 + s(5), wall),
+            Noted::Counted {
+                flush_at: Some(t0 + s(60))
+            }
+        );
+        assert_eq!(
+            w.note(dead("a", "e3"), t0 + s(30), wall),
+            Noted::Counted { flush_at: None }
+        );
+        let (latest, count, _) = w.flush("a", t0 + s(60)).unwrap();
+        assert_eq!((latest.event_id.as_str(), count), ("e3", 2));
+        // The flush was a notice: the next minute counts again.
+        assert_eq!(
+            w.note(dead("a", "e4"), t0 + s(70), wall),
+            Noted::Counted {
+                flush_at: Some(t0 + s(120))
+            }
+        );
+        let (latest, count, _) = w.flush("a", t0 + s(120)).unwrap();
+        assert_eq!((latest.event_id.as_str(), count), ("e4", 1));
+        // A window that ends with nothing counted sends nothing; a dead
+        // letter after a quiet minute is notified at once.
+        assert!(w.flush("a", t0 + s(180)).is_none());
+        assert_eq!(w.note(dead("a", "e5"), t0 + s(241), wall), Noted::Now);
+    }
 
     #[test]
     fn operational_types_are_in_the_catalog_with_an_owner() {
