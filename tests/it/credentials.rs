@@ -593,3 +593,64 @@ async fn a_subscription_disabled_by_410_notifies_only_its_owners_subscriptions_t
     // D still got the reward event: wildcards work for everything else.
     assert!(watch.completed_ids(&d).contains("evt_gone_1"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opened_circuit_and_a_dead_letter_notify_the_owners_listing_subscription() {
+    let deployment = Deployment::new("opevents-circuit")
+        .delivery(r#"retry_schedule = ["1s"]"#)
+        .delivery("circuit_breaker_threshold = 2")
+        .delivery(r#"circuit_breaker_cooldown = "1s""#);
+    let instance = Instance::start(&deployment).await;
+    let failing = Receiver::start(500, Duration::ZERO).await;
+    let watch = Receiver::start(200, Duration::ZERO).await;
+    let alice = instance.api_client("alice-token");
+    const OPENED: &str = "rewardhooks.subscription.circuit_opened";
+    const DEAD: &str = "rewardhooks.dead_letter.created";
+    let (f, _) = alice
+        .subscribe(&failing.url, &["points.earned"], None)
+        .await;
+    let (w, w_secret) = alice.subscribe(&watch.url, &[OPENED, DEAD], None).await;
+    watch.expect(&w, &w_secret);
+    instance.wait_assigned().await;
+    for n in 0..2 {
+        let e = event(
+            "points.earned",
+            &format!("evt_cb_{n}"),
+            sample_data("points.earned", n),
+        );
+        produce_structured(&producer(), &deployment.input, &e).await;
+    }
+    let of_type = |t: &str| -> Vec<Value> {
+        watch
+            .delivered()
+            .iter()
+            .filter(|r| r.subscription == w)
+            .map(Received::json)
+            .filter(|v| v["type"] == t)
+            .collect()
+    };
+    eventually(
+        "a circuit_opened and a dead_letter.created notice",
+        Duration::from_secs(60),
+        || !of_type(OPENED).is_empty() && !of_type(DEAD).is_empty(),
+    )
+    .await;
+    let opened = &of_type(OPENED)[0];
+    assert_eq!(opened["data"]["owner"], "alice");
+    assert_eq!(opened["data"]["subscription_id"], f.as_str());
+    assert!(opened["data"]["open_until"].is_string(), "{opened}");
+    let dead = &of_type(DEAD)[0];
+    assert_eq!(dead["data"]["subscription_id"], f.as_str(), "{dead}");
+    assert_eq!(dead["data"]["reason"], "exhausted", "{dead}");
+    assert_eq!(
+        dead["data"]["count"], 1,
+        "the first of a quiet minute: {dead}"
+    );
+    assert!(
+        dead["data"]["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("evt_cb_")),
+        "{dead}"
+    );
+    assert!(watch.bad_signatures().is_empty());
+}
