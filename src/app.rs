@@ -50,6 +50,7 @@ pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec
         &topics.invalid,
         &topics.attempts,
         &topics.dlq,
+        &topics.operational,
     ]
     .into_iter()
     .map(|name| TopicSpec {

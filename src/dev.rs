@@ -244,7 +244,12 @@ async fn run_demo(shared: Arc<Shared>, input: String) -> anyhow::Result<()> {
     let mut n: u64 = 0;
     loop {
         tick.tick().await;
-        for t in shared.catalog.iter() {
+        // Operational types are emitted by rewardhooks itself, not produced.
+        for t in shared
+            .catalog
+            .iter()
+            .filter(|t| !crate::events::is_operational(&t.name))
+        {
             n += 1;
             let mut event = t.example.clone();
             event["id"] = serde_json::Value::String(format!("evt_demo_{n}"));

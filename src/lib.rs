@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod kafka;
 pub mod metrics;
 pub mod net;
+pub mod operational;
 pub mod record;
 pub mod reference;
 pub mod retry;

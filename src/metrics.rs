@@ -32,6 +32,7 @@ pub(crate) struct Metrics {
     pub consumer_lag_measured: IntGaugeVec,
     pub first_attempt_duration: Histogram,
     pub unknown_key_subscriptions: IntGauge,
+    pub operational_events: IntCounterVec,
 }
 
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -249,6 +250,12 @@ impl Metrics {
             )
             .unwrap_or_else(|e| panic!("metric subscriptions_unknown_secrets_key is malformed: {e}")),
         );
+        let operational_events = counter_vec(
+            &registry,
+            "operational_events_total",
+            "Operational events (rewardhooks.*) by type and outcome: emitted (written to the operational topic), failed (could not be written; logged), coalesced (a dead letter counted into the next dead_letter.created notice).",
+            &["event_type", "outcome"],
+        );
         Metrics {
             registry,
             events_consumed,
@@ -271,6 +278,7 @@ impl Metrics {
             consumer_lag_measured,
             first_attempt_duration,
             unknown_key_subscriptions,
+            operational_events,
         }
     }
 

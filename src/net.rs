@@ -369,6 +369,8 @@ mod tests {
                     event_id: "evt_1",
                     body: b"{}",
                     keys: &[b"k".as_slice()],
+                    extra: &[],
+                    bearer: None,
                 })
                 .await;
             let error = result.error.unwrap_or_default();

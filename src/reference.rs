@@ -34,6 +34,7 @@ fn collectors(m: &Metrics) -> Vec<&dyn Collector> {
         &m.consumer_lag_measured,
         &m.first_attempt_duration,
         &m.unknown_key_subscriptions,
+        &m.operational_events,
     ]
 }
 

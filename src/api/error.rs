@@ -68,6 +68,7 @@ pub(crate) struct ErrorDetail {
     /// Stable, machine-readable: unauthorized, not_found, bad_request,
     /// invalid_url, invalid_event_types, invalid_filter, invalid_rate_limit,
     /// invalid_description, invalid_metadata, invalid_owner, invalid_status,
+    /// invalid_headers, invalid_auth,
     /// invalid_body, limit_reached, unknown_dead_letters, too_many_ids,
     /// unsupported_media_type, payload_too_large, method_not_allowed,
     /// unavailable.

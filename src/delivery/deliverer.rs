@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::oauth::Tokens;
 use super::permits::{FairPermits, Permit};
 use super::sender::{AttemptResult, Outbound, Sender};
 use crate::attempts::AttemptRecord;
@@ -14,6 +15,7 @@ use crate::context::Shared;
 use crate::kafka::consumer::RecordRef;
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
+use crate::operational::DeadLetterNotices;
 use crate::record::{DeadReason, DeliveryHeaders};
 use crate::retry::Schedule;
 use crate::subscriptions::live::LiveSubscription;
@@ -57,6 +59,13 @@ pub struct Deliverer {
     /// HTTP requests in flight on this instance, all subscriptions
     /// together, shared fairly among owners.
     pub(super) requests: Arc<FairPermits>,
+    /// OAuth2 tokens of the subscriptions that use them.
+    tokens: Tokens,
+    /// Rate-limits `dead_letter.created` notices.
+    pub(super) notices: Arc<DeadLetterNotices>,
+    /// Subscriptions being disabled right now, so concurrent failures
+    /// disable (and notify) once.
+    pub(super) disabling: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Deliverer {
@@ -78,6 +87,9 @@ impl Deliverer {
             sender,
             schedule,
             requests,
+            tokens: Tokens::default(),
+            notices: Arc::default(),
+            disabling: Default::default(),
         })
     }
 
@@ -109,15 +121,7 @@ impl Deliverer {
     ) -> (AttemptResult, AttemptRecord) {
         let now = Utc::now();
         let keys = live.signing_keys(now);
-        let result = self
-            .sender
-            .send(Outbound {
-                url: &live.sub.url,
-                event_id: &headers.event_id,
-                body,
-                keys: &keys,
-            })
-            .await;
+        let result = self.send_authorized(live, headers, body, &keys).await;
         drop(permit);
         METRICS
             .delivery_attempt_duration
@@ -141,6 +145,55 @@ impl Deliverer {
             at: now,
         };
         (result, attempt)
+    }
+
+    /// Sends with the subscription's credentials: its custom headers, and
+    /// its OAuth2 token if it has one. A 401 with a token fetches a new one
+    /// and tries once more before the attempt counts as failed; a token
+    /// that cannot be fetched fails the attempt as retryable.
+    async fn send_authorized(
+        &self,
+        live: &LiveSubscription,
+        headers: &DeliveryHeaders,
+        body: &[u8],
+        keys: &[&[u8]],
+    ) -> AttemptResult {
+        let outbound = |bearer| Outbound {
+            url: &live.sub.url,
+            event_id: &headers.event_id,
+            body,
+            keys,
+            extra: &live.request_headers,
+            bearer,
+        };
+        let Some(auth) = &live.sub.auth else {
+            return self.sender.send(outbound(None)).await;
+        };
+        let started = Instant::now();
+        let id = &live.sub.id;
+        let token_failed = |e: super::oauth::TokenError| {
+            tracing::info!(subscription_id = %id, error = %e, "Cannot get an OAuth2 token for the endpoint.");
+            AttemptResult::retry_without_answer(format!("oauth2: {e}"), started)
+        };
+        let token = match self.tokens.token(&self.sender, id, auth, None).await {
+            Ok(token) => token,
+            Err(e) => return token_failed(e),
+        };
+        let first = self.sender.send(outbound(Some(&token))).await;
+        if first.status != Some(401) {
+            return first;
+        }
+        let token = match self
+            .tokens
+            .token(&self.sender, id, auth, Some(&token))
+            .await
+        {
+            Ok(token) => token,
+            Err(e) => return token_failed(e),
+        };
+        let mut second = self.sender.send(outbound(Some(&token))).await;
+        second.duration = started.elapsed();
+        second
     }
 
     /// Writes the attempt to the attempts topic; false when it never can be.

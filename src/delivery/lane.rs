@@ -212,6 +212,16 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
                 (c.open_until, c.failing_since)
             };
             deliverer.save_circuit(id, open_until, failing_since).await;
+            if matches!(transition, Some(Transition::Opened)) {
+                crate::operational::circuit_opened(
+                    &deliverer.shared,
+                    &live.sub.owner,
+                    id,
+                    open_until,
+                    failing_since,
+                )
+                .await;
+            }
         });
     }
     if lock(&circuit).is_open() {

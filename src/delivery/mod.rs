@@ -7,6 +7,7 @@
 mod deliverer;
 pub mod flow;
 mod lane;
+mod oauth;
 mod permits;
 pub mod sender;
 mod settle;

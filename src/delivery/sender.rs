@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use std::net::IpAddr;
 
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::net::{DestinationPolicy, GuardedResolver};
 use crate::signing::{signature_header, USER_AGENT};
@@ -47,6 +47,18 @@ pub struct AttemptResult {
 }
 
 impl AttemptResult {
+    /// A failure before the request left, worth another try later (the
+    /// endpoint's token could not be fetched).
+    pub(crate) fn retry_without_answer(error: String, started: Instant) -> Self {
+        AttemptResult {
+            outcome: Outcome::Retry { retry_after: None },
+            status: None,
+            error: Some(error),
+            response_body: String::new(),
+            duration: started.elapsed(),
+        }
+    }
+
     fn refused(reason: String, started: Instant) -> Self {
         AttemptResult {
             outcome: Outcome::Refused {
@@ -79,6 +91,10 @@ pub struct Outbound<'a> {
     pub event_id: &'a str,
     pub body: &'a [u8],
     pub keys: &'a [&'a [u8]],
+    /// The subscription's custom headers.
+    pub extra: &'a [(HeaderName, HeaderValue)],
+    /// An OAuth2 access token, sent as `Authorization: Bearer`.
+    pub bearer: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -122,22 +138,17 @@ impl Sender {
         })
     }
 
-    pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
-        let started = Instant::now();
-        let url = match reqwest::Url::parse(req.url) {
-            Ok(url) => url,
-            Err(e) => return AttemptResult::refused(format!("url is not valid: {e}"), started),
-        };
+    /// The destination checks that apply at send time (the resolver checks
+    /// names): a URL that parses, an allowed scheme, a permitted IP literal.
+    pub(crate) fn guard(&self, url: &str) -> Result<reqwest::Url, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("url is not valid: {e}"))?;
         // Scheme rules apply at send time too: a subscription registered as
         // http:// while that was allowed stops when it no longer is.
         if !self.policy.permits_scheme(url.scheme()) {
-            return AttemptResult::refused(
-                format!(
-                    "destination refused: scheme {} is not allowed",
-                    url.scheme()
-                ),
-                started,
-            );
+            return Err(format!(
+                "destination refused: scheme {} is not allowed",
+                url.scheme()
+            ));
         }
         let literal = url.host_str().and_then(|h| {
             h.trim_start_matches('[')
@@ -146,14 +157,45 @@ impl Sender {
                 .ok()
         });
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
-            return AttemptResult::refused(
-                format!("destination refused: {ip} is not a public address"),
-                started,
-            );
+            return Err(format!("destination refused: {ip} is not a public address"));
         }
+        Ok(url)
+    }
+
+    /// The HTTP client, with the address guard in its resolver and no
+    /// redirects (the token fetch shares it).
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
+        let started = Instant::now();
+        let url = match self.guard(req.url) {
+            Ok(url) => url,
+            Err(reason) => return AttemptResult::refused(reason, started),
+        };
         let timestamp = chrono::Utc::now().timestamp();
         let signature = signature_header(req.keys, req.event_id, timestamp, req.body);
         let mut headers = HeaderMap::new();
+        // Custom headers first: what rewardhooks sets itself always wins
+        // (the API refuses those names anyway).
+        for (name, value) in req.extra {
+            headers.insert(name.clone(), value.clone());
+        }
+        if let Some(token) = req.bearer {
+            match HeaderValue::from_str(&format!("Bearer {token}")) {
+                Ok(mut v) => {
+                    v.set_sensitive(true);
+                    headers.insert(AUTHORIZATION, v);
+                }
+                Err(_) => {
+                    return AttemptResult::retry_without_answer(
+                        "the OAuth2 access token is not a valid header value".into(),
+                        started,
+                    )
+                }
+            }
+        }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let ids = [
             ("webhook-id", req.event_id.to_string()),
@@ -234,7 +276,7 @@ impl Sender {
     }
 }
 
-fn classify(e: &reqwest::Error) -> String {
+pub(crate) fn classify(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

@@ -13,6 +13,7 @@ use super::sender::{AttemptResult, Outcome};
 use crate::attempts::AttemptRecord;
 use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
+use crate::operational;
 use crate::record::{truncate, DeadReason, DeliveryHeaders};
 use crate::subscriptions::health::{Health, SystemDisable};
 use crate::subscriptions::live::LiveSubscription;
@@ -267,6 +268,18 @@ impl Deliverer {
             .with_label_values(&[&job.headers.event_type, "dead_letter"])
             .inc();
         METRICS.dead_letters.inc();
+        if let Some(live) = self.shared.store.get(subscription_id) {
+            self.notices.note(
+                &self.shared,
+                operational::DeadLetter {
+                    owner: live.sub.owner.clone(),
+                    subscription_id: subscription_id.to_string(),
+                    event_id: job.headers.event_id.clone(),
+                    event_type: job.headers.event_type.clone(),
+                    reason: reason.as_str(),
+                },
+            );
+        }
         tracing::warn!(
             subscription_id,
             event_id = %job.headers.event_id,
@@ -312,6 +325,15 @@ impl Deliverer {
         if current.sub.status == Status::Disabled {
             return;
         }
+        // Concurrent failures of one subscription disable it once.
+        if !self
+            .disabling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone())
+        {
+            return;
+        }
         let now = Utc::now();
         let health = Health {
             disabled: Some(SystemDisable {
@@ -322,10 +344,34 @@ impl Deliverer {
             ..store.health(id).unwrap_or_default()
         };
         match store.put_health(id, &health).await {
-            Ok(()) => tracing::warn!(subscription_id = %id, %reason, "Subscription disabled."),
+            Ok(()) => {
+                tracing::warn!(subscription_id = %id, %reason, "Subscription disabled.");
+                // Wait until the view shows it disabled before another
+                // failure may ask again, so the owner hears of it once.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while store
+                    .get(id)
+                    .is_some_and(|l| l.sub.status != Status::Disabled)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                operational::subscription_disabled(
+                    &self.shared,
+                    &current.sub.owner,
+                    id,
+                    reason,
+                    now,
+                )
+                .await;
+            }
             Err(e) => {
                 tracing::error!(subscription_id = %id, error = %e, "Cannot disable subscription.")
             }
         }
+        self.disabling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 }

@@ -1,7 +1,7 @@
 //! The event catalog: each event type's JSON Schema and example.
 //!
-//! The four reward types are built in (from `config/events/`); operators add or
-//! replace types by pointing `events.catalog_dir` at a folder holding
+//! The four reward types and the operational `rewardhooks.*` types are built
+//! in (from `config/events/`); operators add or replace reward types by pointing `events.catalog_dir` at a folder holding
 //! `<type>.schema.json` and `<type>.example.json` files.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,27 @@ const BUILT_IN: &[(&str, &str, &str)] = &[
         "profile.updated",
         include_str!("../../config/events/profile.updated.schema.json"),
         include_str!("../../config/events/profile.updated.example.json"),
+    ),
+    // Operational events (see `crate::operational`): always built in.
+    (
+        "rewardhooks.subscription.disabled",
+        include_str!("../../config/events/rewardhooks.subscription.disabled.schema.json"),
+        include_str!("../../config/events/rewardhooks.subscription.disabled.example.json"),
+    ),
+    (
+        "rewardhooks.subscription.circuit_opened",
+        include_str!("../../config/events/rewardhooks.subscription.circuit_opened.schema.json"),
+        include_str!("../../config/events/rewardhooks.subscription.circuit_opened.example.json"),
+    ),
+    (
+        "rewardhooks.dead_letter.created",
+        include_str!("../../config/events/rewardhooks.dead_letter.created.schema.json"),
+        include_str!("../../config/events/rewardhooks.dead_letter.created.example.json"),
+    ),
+    (
+        "rewardhooks.recovery.finished",
+        include_str!("../../config/events/rewardhooks.recovery.finished.schema.json"),
+        include_str!("../../config/events/rewardhooks.recovery.finished.example.json"),
     ),
 ];
 
@@ -157,6 +178,10 @@ impl Catalog {
             let Some(name) = file.strip_suffix(".schema.json") else {
                 continue;
             };
+            // rewardhooks emits these itself; their schemas are its own.
+            if super::is_operational(name) {
+                continue;
+            }
             let schema_text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
             let example_path = dir.join(format!("{name}.example.json"));
             if !example_path.exists() {
@@ -205,7 +230,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn built_in_catalog_has_the_four_reward_types_with_valid_examples() {
+    fn built_in_catalog_has_the_four_reward_types_and_the_operational_ones_with_valid_examples() {
         let catalog = Catalog::built_in().unwrap();
         let names: Vec<_> = catalog.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
@@ -214,6 +239,10 @@ mod tests {
                 "points.earned",
                 "points.redeemed",
                 "profile.updated",
+                "rewardhooks.dead_letter.created",
+                "rewardhooks.recovery.finished",
+                "rewardhooks.subscription.circuit_opened",
+                "rewardhooks.subscription.disabled",
                 "tier.changed"
             ]
         );

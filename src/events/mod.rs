@@ -12,6 +12,16 @@ use serde_json::Value;
 
 pub use catalog::Catalog;
 
+/// Types starting with this are operational events: emitted by rewardhooks
+/// about an owner's own subscriptions, never accepted from input topics,
+/// delivered only to that owner's subscriptions that list the type exactly.
+pub const OPERATIONAL_PREFIX: &str = "rewardhooks.";
+
+/// Whether an event type is an operational event's.
+pub fn is_operational(event_type: &str) -> bool {
+    event_type.starts_with(OPERATIONAL_PREFIX)
+}
+
 /// Why an input record was refused; the label of `events_invalid_total` and
 /// the prefix of the `rewardhooks-error` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +32,9 @@ pub enum InvalidReason {
     InvalidField,
     UnknownType,
     SchemaViolation,
+    /// An operational event type (`rewardhooks.*`) on an input topic: only
+    /// rewardhooks itself emits those.
+    ReservedType,
 }
 
 impl InvalidReason {
@@ -33,6 +46,7 @@ impl InvalidReason {
             InvalidReason::InvalidField => "invalid_field",
             InvalidReason::UnknownType => "unknown_type",
             InvalidReason::SchemaViolation => "schema_violation",
+            InvalidReason::ReservedType => "reserved_type",
         }
     }
 }
@@ -93,6 +107,11 @@ impl Event {
             data,
             body,
         }
+    }
+
+    /// The owner an operational event is about (its `data.owner`).
+    pub(crate) fn operational_owner(&self) -> Option<&str> {
+        self.data.get("owner").and_then(Value::as_str)
     }
 
     /// A value of the outbound body by dotted path (`type`, `data.new_tier`).

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Shared;
-use crate::events::{decode, Invalid};
+use crate::events::{decode, is_operational, Invalid, InvalidReason};
 use crate::kafka::consumer::{RecordRef, TrackedConsumer};
 use crate::kafka::stage::{self, Stage};
 use crate::kafka::{is_permanent, OwnedRecord};
@@ -86,10 +86,14 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     shared.store.wait_ready().await;
     let settings = shared.settings.clone();
     let group = crate::kafka::fanout_group(&settings.kafka);
+    // Operational events come through here too, so they are matched and
+    // delivered like any other event.
+    let mut topics = settings.kafka.input_topics.clone();
+    topics.push(shared.topics.operational.clone());
     let consumer = TrackedConsumer::subscribe(
         &settings.kafka,
         &group,
-        &settings.kafka.input_topics,
+        &topics,
         crate::kafka::FANOUT_ASSIGNMENT,
         shared.fanout_status.clone(),
     )?;
@@ -233,7 +237,19 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
         msg.payload(),
         msg.headers(),
         msg.timestamp().to_millis(),
-    );
+    )
+    .and_then(|event| {
+        if is_operational(&event.event_type) && msg.topic() != shared.topics.operational {
+            return Err(Invalid {
+                reason: InvalidReason::ReservedType,
+                message: format!(
+                    "{} is an operational event type; only rewardhooks emits those",
+                    event.event_type
+                ),
+            });
+        }
+        Ok(event)
+    });
     let mut acks = PendingAcks {
         event: None,
         sends: Vec::new(),

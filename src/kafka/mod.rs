@@ -71,6 +71,9 @@ pub struct Topics {
     pub health: String,
     pub attempts: String,
     pub dlq: String,
+    /// Operational events rewardhooks emits; fan-out consumes it beside
+    /// the input topics.
+    pub operational: String,
 }
 
 impl Topics {
@@ -83,6 +86,7 @@ impl Topics {
             health: format!("{prefix}.health"),
             attempts: format!("{prefix}.attempts"),
             dlq: format!("{prefix}.dlq"),
+            operational: format!("{prefix}.operational"),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::events::filter::{type_matches, Filter};
-use crate::events::Event;
+use crate::events::{is_operational, Event};
 use crate::subscriptions::health::{effective, Health};
 use crate::subscriptions::{Status, Subscription};
 
@@ -29,6 +29,9 @@ pub struct LiveSubscription {
     /// with the end of its grace period.
     key: Vec<u8>,
     previous_key: Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>,
+    /// Custom headers, parsed once and marked sensitive (kept out of
+    /// debug output).
+    pub(crate) request_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
 }
 
 impl LiveSubscription {
@@ -44,7 +47,20 @@ impl LiveSubscription {
             (Some(secret), Some(until)) => secret.key_bytes().map(|k| (k, until)),
             _ => None,
         };
+        // Validated when written; a header that no longer parses is left out
+        // rather than failing every attempt.
+        let request_headers = sub
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                let mut value = reqwest::header::HeaderValue::from_str(value.expose()).ok()?;
+                value.set_sensitive(true);
+                Some((name, value))
+            })
+            .collect();
         LiveSubscription {
+            request_headers,
             sub,
             owned: None,
             version: -1,
@@ -89,11 +105,19 @@ impl LiveSubscription {
     }
 
     pub fn matches(&self, event: &Event) -> bool {
-        self.sub
-            .event_types
-            .iter()
-            .any(|p| type_matches(p, &event.event_type))
-            && self.filter.as_ref().is_none_or(|f| f.matches(event))
+        let listed = if is_operational(&event.event_type) {
+            // Operational events go only to their owner's subscriptions
+            // that list the type exactly: never through a wildcard, never
+            // about another owner.
+            event.operational_owner() == Some(self.sub.owner.as_str())
+                && self.sub.event_types.contains(&event.event_type)
+        } else {
+            self.sub
+                .event_types
+                .iter()
+                .any(|p| type_matches(p, &event.event_type))
+        };
+        listed && self.filter.as_ref().is_none_or(|f| f.matches(event))
     }
 
     fn is_wildcard(&self) -> bool {
@@ -198,6 +222,25 @@ mod tests {
             vec!["a", "b"]
         );
         assert_eq!(ids(&index, &event("points.earned", json!({}))), vec!["d"]);
+        // Operational events: only the same owner's exact listings.
+        let mut ops = |id: &str, owner: &str, types: &[&str]| {
+            let mut s = Subscription::new(
+                owner.into(),
+                "https://example.com".into(),
+                types.iter().map(|s| s.to_string()).collect(),
+            );
+            s.id = id.into();
+            let live = Arc::new(LiveSubscription::new(s));
+            index.insert(&live);
+        };
+        ops("e", "o", &["rewardhooks.subscription.disabled"]);
+        ops("f", "p", &["rewardhooks.subscription.disabled"]);
+        ops("g", "o", &["rewardhooks.*"]);
+        let disabled = event(
+            "rewardhooks.subscription.disabled",
+            json!({"owner":"o","subscription_id":"x","reason":"gone"}),
+        );
+        assert_eq!(ids(&index, &disabled), vec!["e"]);
         index.remove(&b);
         index.remove(&a);
         assert_eq!(

@@ -1,9 +1,12 @@
 //! Subscriptions: the model, its secrets, and the store that keeps them in the
 //! compacted subscriptions topic and materializes them in memory.
 
+pub mod credentials;
 pub mod health;
 pub mod live;
 pub mod store;
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -11,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use crate::signing::Secret;
+pub use credentials::EndpointAuth;
 pub use store::SubscriptionStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -77,6 +81,14 @@ pub struct Subscription {
     /// The create's `Idempotency-Key`, kept so it survives compaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency: Option<store::IdempotencyKey>,
+    /// Custom request headers sent on every attempt (name → value). The
+    /// values are credentials: sealed at rest like the secret, never shown
+    /// or logged in full.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+    /// How rewardhooks authenticates to the endpoint besides signing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EndpointAuth>,
 }
 
 impl Subscription {
@@ -105,6 +117,8 @@ impl Subscription {
             updated_at: now,
             reenabled_at: None,
             idempotency: None,
+            headers: BTreeMap::new(),
+            auth: None,
         }
     }
 }

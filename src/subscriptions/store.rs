@@ -37,7 +37,7 @@ use crate::metrics::METRICS;
 use crate::secrets::{CipherError, SecretCipher};
 use crate::subscriptions::health::Health;
 use crate::subscriptions::live::{Index, LiveSubscription};
-use crate::subscriptions::{Secret, Subscription};
+use crate::subscriptions::{EndpointAuth, Secret, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -599,6 +599,13 @@ impl SubscriptionStore {
             if let Some(previous) = &sub.previous_secret {
                 sub.previous_secret = Some(Secret::from_string(cipher.decrypt(previous.expose())?));
             }
+            for value in sub.headers.values_mut() {
+                *value = Secret::from_string(cipher.decrypt(value.expose())?);
+            }
+            if let Some(EndpointAuth::Oauth2ClientCredentials { client_secret, .. }) = &mut sub.auth
+            {
+                *client_secret = Secret::from_string(cipher.decrypt(client_secret.expose())?);
+            }
         }
         Ok(sub)
     }
@@ -611,6 +618,14 @@ impl SubscriptionStore {
                 .previous_secret
                 .as_ref()
                 .map(|p| Secret::from_string(cipher.encrypt(p.expose())));
+            for value in sealed.headers.values_mut() {
+                *value = Secret::from_string(cipher.encrypt(value.expose()));
+            }
+            if let Some(EndpointAuth::Oauth2ClientCredentials { client_secret, .. }) =
+                &mut sealed.auth
+            {
+                *client_secret = Secret::from_string(cipher.encrypt(client_secret.expose()));
+            }
         }
         sealed
     }

@@ -5,6 +5,7 @@ mod accounting;
 mod api;
 mod cli;
 mod consistency;
+mod credentials;
 mod examples;
 mod failures;
 mod flow;

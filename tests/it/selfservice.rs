@@ -348,6 +348,10 @@ async fn the_catalog_and_the_openapi_document_describe_every_route() {
             "points.earned",
             "points.redeemed",
             "profile.updated",
+            "rewardhooks.dead_letter.created",
+            "rewardhooks.recovery.finished",
+            "rewardhooks.subscription.circuit_opened",
+            "rewardhooks.subscription.disabled",
             "tier.changed"
         ]
     );

@@ -1,5 +1,6 @@
 //! `/v1/subscriptions` handlers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -16,9 +17,10 @@ use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
 use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::events::filter::Filter;
+use crate::subscriptions::credentials::{self, EndpointAuth};
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::store::{IdempotencyKey, Rejection};
-use crate::subscriptions::{RateLimit, Status, Subscription};
+use crate::subscriptions::{RateLimit, Secret, Status, Subscription};
 
 pub mod attempts;
 pub mod secret;
@@ -45,6 +47,13 @@ pub struct SubscriptionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Custom request headers, values redacted (`"Bearer ****abcd"`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Endpoint authentication, `client_secret` redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub auth: Option<Value>,
     pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
@@ -78,6 +87,8 @@ impl From<&Subscription> for SubscriptionView {
             filter: s.filter.clone(),
             rate_limit: s.rate_limit.clone(),
             metadata: s.metadata.clone(),
+            headers: credentials::redacted_headers(&s.headers),
+            auth: s.auth.as_ref().map(EndpointAuth::redacted),
             status: s.status,
             disabled_reason: s.disabled_reason.clone(),
             disabled_at: s.disabled_at,
@@ -165,6 +176,18 @@ pub struct CreateSubscription {
     metadata: Option<Value>,
     /// Admin only: the owner to create the subscription for.
     owner: Option<String>,
+    /// Up to 10 custom request headers sent on every attempt (values up to
+    /// 1 KiB), e.g. `{"Authorization":"Bearer …"}`. Encrypted at rest and
+    /// shown redacted. `webhook-*`, `content-type`, `content-length`,
+    /// `host` and hop-by-hop headers are refused.
+    #[schema(value_type = Option<Object>)]
+    headers: Option<BTreeMap<String, String>>,
+    /// `{"type":"oauth2_client_credentials", token_url, client_id,
+    /// client_secret, scope?}`: a token from `token_url` is sent as
+    /// `Authorization: Bearer`. The client secret is encrypted at rest and
+    /// shown redacted.
+    #[schema(value_type = Option<Object>)]
+    auth: Option<EndpointAuth>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -181,6 +204,25 @@ pub struct UpdateSubscription {
     metadata: Option<Value>,
     /// `active` or `paused` (a paused subscription's deliveries are held until it is active again).
     status: Option<Status>,
+    /// Replaces all custom headers; `null` or `{}` removes them. A value
+    /// equal to what GET shows for that header (redacted) keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    headers: Option<Option<BTreeMap<String, String>>>,
+    /// Replaces the endpoint authentication; `null` removes it. A
+    /// `client_secret` equal to what GET shows keeps the stored one.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    auth: Option<Option<EndpointAuth>>,
+}
+
+/// A field that may be absent (unchanged), `null` (removed) or a value.
+fn present<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -206,6 +248,39 @@ async fn check_url(state: &AppState, url: &str) -> Result<String, ApiError> {
         .await
         .map(|parsed| parsed.to_string())
         .map_err(|e| ApiError::invalid("invalid_url", e.to_string()))
+}
+
+/// Checks custom headers and endpoint auth together (an `Authorization`
+/// header and `auth` exclude each other); the token URL passes the same
+/// destination checks as endpoint URLs and is stored normalized.
+async fn check_credentials(
+    state: &AppState,
+    headers: Option<&BTreeMap<String, String>>,
+    auth: Option<&mut EndpointAuth>,
+) -> Result<(), ApiError> {
+    if let Some(headers) = headers {
+        credentials::check_headers(headers, auth.is_some())
+            .map_err(|e| ApiError::invalid("invalid_headers", e.to_string()))?;
+    }
+    if let Some(auth) = auth {
+        credentials::check_auth(auth)
+            .map_err(|e| ApiError::invalid("invalid_auth", e.to_string()))?;
+        let EndpointAuth::Oauth2ClientCredentials { token_url, .. } = auth;
+        if token_url.chars().any(|c| c.is_control()) {
+            return Err(ApiError::invalid(
+                "invalid_auth",
+                "auth.token_url must not contain control characters",
+            ));
+        }
+        *token_url = crate::net::check_url(
+            token_url,
+            &state.shared.settings.security.destination_policy(),
+        )
+        .await
+        .map(|parsed| parsed.to_string())
+        .map_err(|e| ApiError::invalid("invalid_auth", format!("auth.token_url: {e}")))?;
+    }
+    Ok(())
 }
 
 fn check_event_types(state: &AppState, types: &[String]) -> Result<(), ApiError> {
@@ -373,7 +448,16 @@ pub async fn create(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
+    let mut auth = body.auth.clone();
+    check_credentials(&state, body.headers.as_ref(), auth.as_mut()).await?;
     let mut sub = Subscription::new(owner, url, body.event_types);
+    sub.headers = body
+        .headers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, Secret::from_string(value)))
+        .collect();
+    sub.auth = auth;
     sub.description = body.description;
     sub.filter = body.filter;
     sub.rate_limit = body.rate_limit;
@@ -406,12 +490,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, etag(live.version), Json(view)))
 }
 
+/// An auth setting from a PATCH: a `client_secret` equal to the redacted
+/// form of the stored one keeps the stored one.
+fn keep_redacted_secret(mut asked: EndpointAuth, current: Option<&EndpointAuth>) -> EndpointAuth {
+    let EndpointAuth::Oauth2ClientCredentials { client_secret, .. } = &mut asked;
+    if let Some(EndpointAuth::Oauth2ClientCredentials {
+        client_secret: stored,
+        ..
+    }) = current
+    {
+        if credentials::redact(stored.expose()) == client_secret.expose() {
+            *client_secret = stored.clone();
+        }
+    }
+    asked
+}
+
 /// The `Idempotency-Key` of a create, with a hash of what it asks for.
 fn idempotency_key(
     headers: &HeaderMap,
     body: &CreateSubscription,
 ) -> Result<Option<IdempotencyKey>, ApiError> {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "url": body.url,
         "event_types": body.event_types,
         "description": body.description,
@@ -420,6 +520,13 @@ fn idempotency_key(
         "metadata": body.metadata,
         "owner": body.owner,
     });
+    // Only when given, so keys used before these fields existed hash alike.
+    if let Some(headers) = &body.headers {
+        canonical["headers"] = serde_json::json!(headers);
+    }
+    if let Some(auth) = &body.auth {
+        canonical["auth"] = serde_json::json!(auth);
+    }
     Ok(
         super::idempotency::key_and_hash(headers, &canonical)?.map(|(key, body_hash)| {
             IdempotencyKey {
@@ -512,6 +619,37 @@ pub async fn update(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
+    // What the credentials will be after this change, checked together.
+    let headers = body
+        .headers
+        .as_ref()
+        .map(|asked| credentials::merge_redacted(&sub.headers, &asked.clone().unwrap_or_default()));
+    let mut auth = body.auth.as_ref().map(|asked| {
+        asked
+            .clone()
+            .map(|a| keep_redacted_secret(a, sub.auth.as_ref()))
+    });
+    {
+        let plain = |h: &BTreeMap<String, Secret>| -> BTreeMap<String, String> {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                .collect()
+        };
+        let effective_headers = plain(headers.as_ref().unwrap_or(&sub.headers));
+        let mut current_auth = sub.auth.clone();
+        let effective_auth = match &mut auth {
+            Some(asked) => asked.as_mut(),
+            None => current_auth.as_mut(),
+        };
+        let check_auth = body.auth.is_some();
+        let has_auth = effective_auth.is_some();
+        if check_auth {
+            check_credentials(&state, Some(&effective_headers), effective_auth).await?;
+        } else {
+            credentials::check_headers(&effective_headers, has_auth)
+                .map_err(|e| ApiError::invalid("invalid_headers", e.to_string()))?;
+        }
+    }
     if body.status == Some(Status::Disabled) {
         return Err(ApiError::invalid(
             "invalid_status",
@@ -542,6 +680,12 @@ pub async fn update(
             }
             if let Some(m) = &body.metadata {
                 sub.metadata = Some(m.clone());
+            }
+            if let Some(h) = &headers {
+                sub.headers = h.clone();
+            }
+            if let Some(a) = &auth {
+                sub.auth = a.clone();
             }
             if let Some(status) = body.status {
                 if (disabled || sub.status == Status::Disabled) && status == Status::Active {
