@@ -194,6 +194,10 @@ pub struct ApiSettings {
     pub write_timeout: Duration,
     pub max_subscriptions_per_owner: usize,
     pub attempts_per_subscription: usize,
+    /// Origins that may show `/portal` in a frame (CSP `frame-ancestors`);
+    /// empty: none.
+    #[serde(default)]
+    pub portal_frame_ancestors: Vec<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
 }
@@ -400,6 +404,17 @@ impl Settings {
         }
         if self.api.tokens.values().any(|t| t.is_empty()) {
             return Err(invalid("api.tokens", "a token must not be empty"));
+        }
+        if let Some(bad) = self
+            .api
+            .portal_frame_ancestors
+            .iter()
+            .find(|s| !crate::api::portal::is_frame_source(s))
+        {
+            return Err(invalid(
+                "api.portal_frame_ancestors",
+                format!("{bad:?} is not an origin like \"https://platform.example.com\" or 'self'"),
+            ));
         }
         Ok(())
     }
