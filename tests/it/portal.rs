@@ -75,6 +75,15 @@ async fn portal_does_an_integrators_work_in_a_real_browser() {
         .await;
     assert_eq!(stored, "alice-token");
 
+    // Pages that need an API the server may not have (recover, from its own
+    // issue) show exactly when /openapi.json lists it.
+    let (_, doc) = alice.call("GET", "/openapi.json", None).await;
+    let offers_recover = doc["paths"]["/v1/subscriptions/{id}/recover"]["post"].is_object();
+    assert_eq!(
+        browser.text("nav").await.contains("Recover"),
+        offers_recover
+    );
+
     // Create an endpoint through the form: a bad URL first, shown at the field.
     browser.click("#new-endpoint").await;
     browser.find("#endpoint-form").await;
@@ -261,6 +270,20 @@ async fn portal_does_an_integrators_work_in_a_real_browser() {
         )
         .await;
 
+    // Delete, after a confirmation step.
+    browser
+        .goto(&format!("{portal}#/endpoints/{failing_sub}"))
+        .await;
+    browser.click("#delete").await;
+    browser.click("#confirm-delete").await;
+    browser
+        .find(&format!(r#"#endpoints tr[data-id="{sub}"]"#))
+        .await;
+    let (status, _) = alice
+        .call("GET", &format!("/v1/subscriptions/{failing_sub}"), None)
+        .await;
+    assert_eq!(status, 404, "deleted from the page");
+
     // A phone-width look at the list.
     browser.set_size(390, 844).await;
     browser.screenshot(&shots.join("endpoints-phone.png")).await;
@@ -281,9 +304,9 @@ async fn portal_does_an_integrators_work_in_a_real_browser() {
         .await;
     assert_eq!(stored, Value::Null, "a refused token is forgotten");
     browser.screenshot(&shots.join("expired.png")).await;
-    // An API key pasted into the form signs in again.
-    browser.type_into("#api-key", "alice-token").await;
-    browser.click("#signin button[type=submit]").await;
+    // An API key pasted into the form signs in again (Enter submits: the
+    // form works from the keyboard).
+    browser.type_into("#api-key", "alice-token\u{E007}").await;
     browser.find("#endpoints").await;
     browser.close().await;
 }
