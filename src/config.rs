@@ -220,6 +220,26 @@ fn redact(value: &str) -> &'static str {
     }
 }
 
+/// Whether `source` may stand in `frame-ancestors`: `'self'`, or an origin
+/// (`https://host[:port]`, a `*.` wildcard host allowed) with nothing that
+/// could end the directive or add another.
+pub fn is_frame_source(source: &str) -> bool {
+    if source == "'self'" {
+        return true;
+    }
+    let Some(rest) = source
+        .strip_prefix("https://")
+        .or_else(|| source.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+}
+
 /// Keys whose values never leave the process (logs, `check-config`).
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -409,7 +429,7 @@ impl Settings {
             .api
             .portal_frame_ancestors
             .iter()
-            .find(|s| !crate::api::portal::is_frame_source(s))
+            .find(|s| !is_frame_source(s))
         {
             return Err(invalid(
                 "api.portal_frame_ancestors",

@@ -36,26 +36,6 @@ const INDEX: &str = include_str!("portal/index.html");
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-/// Whether `source` may stand in `frame-ancestors`: `'self'`, or an origin
-/// (`https://host[:port]`, a `*.` wildcard host allowed) with nothing that
-/// could end the directive or add another.
-pub fn is_frame_source(source: &str) -> bool {
-    if source == "'self'" {
-        return true;
-    }
-    let Some(rest) = source
-        .strip_prefix("https://")
-        .or_else(|| source.strip_prefix("http://"))
-    else {
-        return false;
-    };
-    let host = rest.strip_prefix("*.").unwrap_or(rest);
-    !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
-}
-
 /// The portal's Content-Security-Policy and X-Frame-Options for the
 /// configured frame ancestors. X-Frame-Options cannot name another origin,
 /// so it is sent only where it says the same as the CSP: `DENY` for none,
@@ -109,7 +89,7 @@ impl Headers {
 pub fn router<S: Clone + Send + Sync + 'static>(frame_ancestors: &[String]) -> Router<S> {
     let (csp, xfo) = security_headers(frame_ancestors);
     let headers = Headers {
-        // Validated at start (`is_frame_source`): always a header value.
+        // Validated at start (`config::is_frame_source`): always a header value.
         csp: HeaderValue::from_str(&csp)
             .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'")),
         xfo: xfo.map(HeaderValue::from_static),
@@ -134,6 +114,7 @@ pub fn router<S: Clone + Send + Sync + 'static>(frame_ancestors: &[String]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::is_frame_source;
     use tower::ServiceExt;
 
     async fn get(
