@@ -34,6 +34,8 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 const INDEX: &str = include_str!("portal/index.html");
 const JS: &str = "text/javascript; charset=utf-8";
+/// The policy without `api.portal_frame_ancestors`.
+const NO_FRAMING_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const CSS: &str = "text/css; charset=utf-8";
 
 /// The portal's Content-Security-Policy and X-Frame-Options for the
@@ -41,14 +43,15 @@ const CSS: &str = "text/css; charset=utf-8";
 /// so it is sent only where it says the same as the CSP: `DENY` for none,
 /// `SAMEORIGIN` for `'self'` alone; browsers that know CSP follow the CSP.
 pub fn security_headers(frame_ancestors: &[String]) -> (String, Option<&'static str>) {
-    let ancestors = if frame_ancestors.is_empty() {
-        "'none'".to_string()
+    let csp = if frame_ancestors.is_empty() {
+        NO_FRAMING_CSP.to_string()
     } else {
-        frame_ancestors.join(" ")
+        let ancestors = frame_ancestors.join(" ");
+        NO_FRAMING_CSP.replace(
+            "frame-ancestors 'none'",
+            &format!("frame-ancestors {ancestors}"),
+        )
     };
-    let csp = format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}"
-    );
     let xfo = match frame_ancestors {
         [] => Some("DENY"),
         [only] if only == "'self'" => Some("SAMEORIGIN"),
@@ -89,9 +92,10 @@ impl Headers {
 pub fn router<S: Clone + Send + Sync + 'static>(frame_ancestors: &[String]) -> Router<S> {
     let (csp, xfo) = security_headers(frame_ancestors);
     let headers = Headers {
-        // Validated at start (`config::is_frame_source`): always a header value.
+        // Validated at start (`config::is_frame_source`): always a header
+        // value; were it not, no framing at all.
         csp: HeaderValue::from_str(&csp)
-            .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'none'")),
+            .unwrap_or_else(|_| HeaderValue::from_static(NO_FRAMING_CSP)),
         xfo: xfo.map(HeaderValue::from_static),
     };
     let index = headers.clone();

@@ -84,6 +84,8 @@ impl Driver {
                     "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--disable-dev-shm-usage", "--no-first-run",
                     "--disable-extensions", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-domain-reliability", "--no-default-browser-check",
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ]

@@ -162,9 +162,10 @@ async function form(main, sub) {
   const save = async () => {
     const body = {
       url: el.querySelector("#url").value.trim(),
-      description: el.querySelector("#description").value,
       event_types: [...el.querySelectorAll('input[name="event_types"]:checked')].map((c) => c.value),
     };
+    const description = el.querySelector("#description").value;
+    if (description || (sub && sub.description)) body.description = description;
     const text = filter.value.trim();
     if (text) {
       try {

@@ -132,7 +132,10 @@ export function showError(where, error) {
 export async function pickSubscription(selected, onpick) {
   const subs = await subscriptions();
   if (subs.length === 0) {
-    return h("p", {}, "No endpoints yet. ", h("a", { href: "#/endpoints/new" }, "Add one"), ".");
+    // Nothing to pick: the page's controls would have no endpoint to act on
+    // (removed once the page has drawn them).
+    setTimeout(() => document.querySelectorAll("#page form, #page .buttons").forEach((el) => el.remove()), 0);
+    return h("p", { id: "no-endpoints" }, "No endpoints yet. ", h("a", { href: "#/endpoints/new" }, "Add one"), ".");
   }
   const current = subs.some((s) => s.id === selected) ? selected : subs[0].id;
   const select = h(
