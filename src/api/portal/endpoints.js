@@ -31,8 +31,8 @@ async function list(main) {
         ),
   );
   for (const sub of subs) {
-    const rate = h("td", {}, "…");
-    const p95 = h("td", {}, "…");
+    const rate = h("td", { "data-label": "24 h success" }, "…");
+    const p95 = h("td", { "data-label": "p95" }, "…");
     const graph = h("td", {});
     body.append(
       h(
