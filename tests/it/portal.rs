@@ -167,6 +167,16 @@ async fn portal_does_an_integrators_work_in_a_real_browser() {
         .wait_text("#attempt-detail", "succeeded", LONG)
         .await;
     browser.screenshot(&shots.join("delivery-log.png")).await;
+    // Filtered to failures: the successful test attempt is not listed.
+    browser
+        .run(
+            "const s = document.querySelector('#filter-outcome'); s.value = 'failure'; s.dispatchEvent(new Event('change'))",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_text("#attempts tbody", "No attempts.", LONG)
+        .await;
 
     // A failing endpoint's dead letter, replayed from the page.
     let (failing_sub, failing_secret) = alice
