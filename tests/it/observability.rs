@@ -28,7 +28,12 @@ async fn metrics_count_exactly_what_a_run_did() {
     let mut samples = Vec::new();
     for _ in 0..300 {
         samples = metrics(&instance).await;
-        if sample(&samples, "rewardhooks_dead_letters_total", &[]) >= 3.0 {
+        // The dead letter is counted before the attempt leaves the in-flight
+        // gauge: wait for both.
+        if sample(&samples, "rewardhooks_dead_letters_total", &[]) >= 3.0
+            && sample(&samples, "rewardhooks_in_flight_deliveries", &[]) == 0.0
+            && sample(&samples, "rewardhooks_event_to_delivery_seconds_count", &[]) >= 3.0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
