@@ -194,6 +194,10 @@ pub struct ApiSettings {
     pub write_timeout: Duration,
     pub max_subscriptions_per_owner: usize,
     pub attempts_per_subscription: usize,
+    /// The API's address as browsers reach it (`https://hooks.example.com`),
+    /// for portal session URLs; empty = the request's `Host`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
 }
