@@ -157,7 +157,7 @@ mod tests {
             write_timeout: std::time::Duration::from_secs(1),
             max_subscriptions_per_owner: 10,
             attempts_per_subscription: 10,
-            public_url: None,
+            public_url: String::new(),
             tokens: BTreeMap::from([
                 ("alice".to_string(), "alice-token".to_string()),
                 ("bob".to_string(), hashed),

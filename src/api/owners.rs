@@ -290,7 +290,15 @@ pub async fn update(
         .put_owner(&owner)
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
-    audit::record(&state.shared, &caller, &meta, "owner.update", &id, Some(&id)).await;
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "owner.update",
+        &id,
+        Some(&id),
+    )
+    .await;
     Ok(Json(owner))
 }
 
@@ -326,7 +334,15 @@ pub async fn delete(
         .delete_owner(&id)
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
-    audit::record(&state.shared, &caller, &meta, "owner.delete", &id, Some(&id)).await;
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "owner.delete",
+        &id,
+        Some(&id),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -560,15 +576,15 @@ pub async fn create_session(
         Some(&id),
     )
     .await;
-    let base = match &state.shared.settings.api.public_url {
-        Some(url) if !url.is_empty() => url.trim_end_matches('/').to_string(),
-        _ => {
-            let host = headers
-                .get(axum::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}")
-        }
+    let public_url = &state.shared.settings.api.public_url;
+    let base = if public_url.is_empty() {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    } else {
+        public_url.trim_end_matches('/').to_string()
     };
     Ok((
         StatusCode::CREATED,

@@ -262,9 +262,9 @@ pub fn within_scope<'a>(
     if is_operational(pattern) {
         return true;
     }
-    known.into_iter().any(|t| {
-        type_matches(pattern, t) && scope.event_types.iter().any(|s| type_matches(s, t))
-    })
+    known
+        .into_iter()
+        .any(|t| type_matches(pattern, t) && scope.event_types.iter().any(|s| type_matches(s, t)))
 }
 
 impl OwnerStore {
@@ -387,7 +387,10 @@ impl OwnerStore {
     /// Whether the owner's scope lets the event through (no record: a
     /// bootstrap or admin-named owner, unrestricted).
     pub fn allows(&self, owner: &str, event: &Event) -> bool {
-        self.read().owners.get(owner).is_none_or(|o| o.allows(event))
+        self.read()
+            .owners
+            .get(owner)
+            .is_none_or(|o| o.allows(event))
     }
 
     pub fn is_suspended(&self, owner: &str) -> bool {
@@ -430,7 +433,9 @@ impl OwnerStore {
             }
             _ => return None,
         };
-        view.owners.contains_key(credential.owner()).then_some(credential)
+        view.owners
+            .contains_key(credential.owner())
+            .then_some(credential)
     }
 
     pub fn keys(&self, owner: &str) -> Vec<(ApiKey, Option<DateTime<Utc>>)> {

@@ -52,7 +52,11 @@ async fn create_key(admin: &Api, owner: &str) -> (String, String) {
 
 /// Event ids fanned out to exactly `copies` subscriptions in the deliveries
 /// topic (read to its end).
-async fn ids_with_copies(deployment: &Deployment, at_least: usize, copies: usize) -> BTreeSet<String> {
+async fn ids_with_copies(
+    deployment: &Deployment,
+    at_least: usize,
+    copies: usize,
+) -> BTreeSet<String> {
     let records = read_topic(
         &format!("{}.deliveries", deployment.prefix),
         deployment.partitions,
@@ -133,7 +137,12 @@ async fn produce_mixed(
     phase: &str,
     n: usize,
 ) -> (BTreeMap<&'static str, BTreeSet<String>>, BTreeSet<String>) {
-    let types = ["points.earned", "points.redeemed", "tier.changed", "profile.updated"];
+    let types = [
+        "points.earned",
+        "points.redeemed",
+        "tier.changed",
+        "profile.updated",
+    ];
     let merchants = [Some("giftco"), Some("flowers"), None];
     let mut redeemed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     let mut tiers = BTreeSet::new();
@@ -200,14 +209,22 @@ async fn an_owner_receives_only_what_its_scope_grants_and_a_changed_scope_applie
     receiver
         .wait_completed(&sub, &want, Duration::from_secs(30))
         .await;
-    assert_eq!(control.distinct_ids().len(), 200, "the control saw every event");
+    assert_eq!(
+        control.distinct_ids().len(),
+        200,
+        "the control saw every event"
+    );
     assert_eq!(receiver.completed_ids(&sub), want);
     assert!(receiver.bad_signatures().is_empty());
     assert!(receiver
         .delivered()
         .iter()
-        .all(|r| r.json()["type"] == "points.redeemed" && r.json()["data"]["merchant_id"] == "giftco"));
-    assert_eq!(ids_with_copies(&deployment, 200 + want.len(), 2).await, want);
+        .all(|r| r.json()["type"] == "points.redeemed"
+            && r.json()["data"]["merchant_id"] == "giftco"));
+    assert_eq!(
+        ids_with_copies(&deployment, 200 + want.len(), 2).await,
+        want
+    );
 
     // Narrowed: only its large redemptions from now on.
     let (status, v) = admin
@@ -246,14 +263,22 @@ async fn an_owner_receives_only_what_its_scope_grants_and_a_changed_scope_applie
     produced += 40;
     let widened: BTreeSet<String> = redeemed.values().flatten().chain(&tiers).cloned().collect();
 
-    let all: BTreeSet<String> = want.iter().chain(&narrowed).chain(&widened).cloned().collect();
+    let all: BTreeSet<String> = want
+        .iter()
+        .chain(&narrowed)
+        .chain(&widened)
+        .cloned()
+        .collect();
     wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
     receiver
         .wait_completed(&sub, &all, Duration::from_secs(30))
         .await;
     assert_eq!(control.distinct_ids().len(), produced);
     assert_eq!(receiver.completed_ids(&sub), all);
-    assert_eq!(ids_with_copies(&deployment, produced + all.len(), 2).await, all);
+    assert_eq!(
+        ids_with_copies(&deployment, produced + all.len(), 2).await,
+        all
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +304,11 @@ async fn subscriptions_outside_the_scope_or_above_the_rate_cap_are_refused() {
             Some(json!({"url": url, "event_types": ["profile.updated"]})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (422, json!("outside_scope")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (422, json!("outside_scope")),
+        "{v}"
+    );
     let (status, v) = giftco
         .call(
             "POST",
@@ -288,7 +317,11 @@ async fn subscriptions_outside_the_scope_or_above_the_rate_cap_are_refused() {
                         "rate_limit": {"per_second": 50, "burst": 50}})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (422, json!("invalid_rate_limit")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (422, json!("invalid_rate_limit")),
+        "{v}"
+    );
 
     // No rate set: the owner's cap is its rate.
     let (status, v) = giftco
@@ -308,7 +341,11 @@ async fn subscriptions_outside_the_scope_or_above_the_rate_cap_are_refused() {
             Some(json!({"event_types": ["tier.changed"]})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (422, json!("outside_scope")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (422, json!("outside_scope")),
+        "{v}"
+    );
     let (status, v) = giftco
         .call(
             "PATCH",
@@ -316,12 +353,14 @@ async fn subscriptions_outside_the_scope_or_above_the_rate_cap_are_refused() {
             Some(json!({"rate_limit": {"per_second": 11, "burst": 11}})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (422, json!("invalid_rate_limit")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (422, json!("invalid_rate_limit")),
+        "{v}"
+    );
 
     // max_subscriptions.
-    giftco
-        .subscribe(url, &["points.redeemed"], None)
-        .await;
+    giftco.subscribe(url, &["points.redeemed"], None).await;
     let (status, v) = giftco
         .call(
             "POST",
@@ -329,12 +368,19 @@ async fn subscriptions_outside_the_scope_or_above_the_rate_cap_are_refused() {
             Some(json!({"url": url, "event_types": ["points.redeemed"]})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (409, json!("limit_reached")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (409, json!("limit_reached")),
+        "{v}"
+    );
 
     // The owner reads its scope and limits, read-only.
     let (status, me) = giftco.call("GET", "/v1/me", None).await;
     assert_eq!(status, 200);
-    assert_eq!(me["owner"]["scope"]["event_types"], json!(["points.redeemed"]));
+    assert_eq!(
+        me["owner"]["scope"]["event_types"],
+        json!(["points.redeemed"])
+    );
     assert_eq!(me["subscriptions"], 2);
     let (status, _) = giftco
         .call("PATCH", "/v1/owners/giftco", Some(json!({"scope": null})))
@@ -363,7 +409,10 @@ async fn a_portal_session_acts_as_its_owner_alone_until_it_expires_or_is_revoked
     assert_eq!(status, 201, "{v}");
     let token = v["token"].as_str().unwrap().to_string();
     assert!(
-        v["url"].as_str().unwrap().ends_with(&format!("/portal#token={token}")),
+        v["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/portal#token={token}")),
         "{v}"
     );
     let session = instance.api_client(&token);
@@ -419,7 +468,10 @@ async fn a_portal_session_acts_as_its_owner_alone_until_it_expires_or_is_revoked
             Some(json!({"ttl": "25h"})),
         )
         .await;
-    assert_eq!((status, v["error"]["code"].clone()), (422, json!("invalid_ttl")));
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (422, json!("invalid_ttl"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,7 +487,11 @@ async fn changes_are_audited_with_actor_and_target_and_no_secret_or_token_reache
         .subscribe("http://127.0.0.1:9/hook", &["points.redeemed"], None)
         .await;
     let (status, rotated) = giftco
-        .call("POST", &format!("/v1/subscriptions/{sub}/secret/rotate"), None)
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{sub}/secret/rotate"),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = giftco
@@ -476,7 +532,10 @@ async fn changes_are_audited_with_actor_and_target_and_no_secret_or_token_reache
     );
     let by_action = |a: &str| records.iter().find(|r| r["action"] == a).unwrap();
     let create = by_action("subscription.create");
-    assert_eq!(create["actor"], json!({"owner": "giftco", "key_id": key_id}));
+    assert_eq!(
+        create["actor"],
+        json!({"owner": "giftco", "key_id": key_id})
+    );
     assert_eq!(create["target"], sub.as_str());
     assert!(create["request_id"].as_str().is_some_and(|r| !r.is_empty()));
     assert!(create["source"].as_str().unwrap().starts_with("127.0.0.1:"));
@@ -488,13 +547,22 @@ async fn changes_are_audited_with_actor_and_target_and_no_secret_or_token_reache
     assert_eq!(revoke["target"], key_id.as_str());
 
     // Paginated like every list.
-    let (_, page) = admin.call("GET", "/v1/audit?owner=giftco&limit=3", None).await;
+    let (_, page) = admin
+        .call("GET", "/v1/audit?owner=giftco&limit=3", None)
+        .await;
     assert_eq!(page["data"].as_array().unwrap().len(), 3);
     let cursor = page["next_cursor"].as_str().unwrap().to_string();
     let (_, next) = admin
-        .call("GET", &format!("/v1/audit?owner=giftco&limit=3&cursor={cursor}"), None)
+        .call(
+            "GET",
+            &format!("/v1/audit?owner=giftco&limit=3&cursor={cursor}"),
+            None,
+        )
         .await;
-    assert_eq!(next["data"][0]["action"], "subscription.secret.rotate", "{next}");
+    assert_eq!(
+        next["data"][0]["action"], "subscription.secret.rotate",
+        "{next}"
+    );
 
     // Nothing secret anywhere in the topic.
     let raw = read_topic(
@@ -522,17 +590,17 @@ async fn changes_are_audited_with_actor_and_target_and_no_secret_or_token_reache
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_suspended_owners_keys_answer_403_and_its_deliveries_are_held_until_it_is_active_again()
-{
-    let deployment =
-        Deployment::new("suspend").delivery(r#"retry_schedule = ["1s", "2s", "4s"]"#);
+async fn a_suspended_owners_keys_answer_403_and_its_deliveries_are_held_until_it_is_active_again() {
+    let deployment = Deployment::new("suspend").delivery(r#"retry_schedule = ["1s", "2s", "4s"]"#);
     let instance = Instance::start(&deployment).await;
     let admin = instance.api_client(ADMIN_TOKEN);
     create_owner(&admin, json!({"id": "mailer", "name": "Mailer"})).await;
     let (_, token) = create_key(&admin, "mailer").await;
     let mailer = instance.api_client(&token);
     let receiver = Receiver::start(200, Duration::ZERO).await;
-    let (sub, secret) = mailer.subscribe(&receiver.url, &["points.earned"], None).await;
+    let (sub, secret) = mailer
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
     receiver.expect(&sub, &secret);
     let control = Receiver::start(200, Duration::ZERO).await;
     instance
@@ -542,16 +610,26 @@ async fn a_suspended_owners_keys_answer_403_and_its_deliveries_are_held_until_it
     instance.wait_assigned().await;
 
     let (status, v) = admin
-        .call("PATCH", "/v1/owners/mailer", Some(json!({"status": "suspended"})))
+        .call(
+            "PATCH",
+            "/v1/owners/mailer",
+            Some(json!({"status": "suspended"})),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = mailer.call("GET", "/v1/subscriptions", None).await;
-    assert_eq!((status, v["error"]["code"].clone()), (403, json!("owner_suspended")), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (403, json!("owner_suspended")),
+        "{v}"
+    );
 
     produce_many(&deployment, "points.earned", "evt_held_", 5).await;
-    eventually("the control got every event", Duration::from_secs(30), || {
-        control.distinct_ids().len() == 5
-    })
+    eventually(
+        "the control got every event",
+        Duration::from_secs(30),
+        || control.distinct_ids().len() == 5,
+    )
     .await;
     // Fanned out for the mailer too (held, not dropped), yet not sent.
     let held = ids_with_copies(&deployment, 10, 2).await;
@@ -564,11 +642,19 @@ async fn a_suspended_owners_keys_answer_403_and_its_deliveries_are_held_until_it
         Duration::from_secs(30),
     )
     .await;
-    assert!(parked.len() >= 5, "held deliveries are parked: {}", parked.len());
+    assert!(
+        parked.len() >= 5,
+        "held deliveries are parked: {}",
+        parked.len()
+    );
     assert_eq!(receiver.count(), 0, "nothing reached the suspended owner");
 
     let (status, _) = admin
-        .call("PATCH", "/v1/owners/mailer", Some(json!({"status": "active"})))
+        .call(
+            "PATCH",
+            "/v1/owners/mailer",
+            Some(json!({"status": "active"})),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(mailer.call("GET", "/v1/me", None).await.0, 200);

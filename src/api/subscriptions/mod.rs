@@ -476,10 +476,8 @@ pub async fn create(
         (Caller::Admin, _) => "admin".to_string(),
     };
     let owner_record = state.shared.owners.get(&owner);
-    let cap = super::owners::max_subscriptions(
-        &state.shared,
-        owner_record.as_ref().map(|o| &o.owner),
-    );
+    let cap =
+        super::owners::max_subscriptions(&state.shared, owner_record.as_ref().map(|o| &o.owner));
     if state.shared.store.count_owned(&owner) >= cap {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
