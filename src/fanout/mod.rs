@@ -67,7 +67,8 @@ async fn matcher(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Rece
         while let Ok(more) = received.try_recv() {
             batch.push(more);
         }
-        shared.store.fence().await;
+        // Subscriptions and owners' scopes, both as of now.
+        tokio::join!(shared.store.fence(), shared.owners.fence());
         let view = shared.store.positions();
         for r in batch {
             let acks = fan_out(&shared, &r.msg, &view).await;

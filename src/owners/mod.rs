@@ -319,6 +319,25 @@ impl OwnerStore {
         self.applied.is_ready()
     }
 
+    /// The read fence, as for subscriptions: returns once the view has
+    /// applied the topic up to end offsets read now, so a scope change that
+    /// answered before an event was fetched applies to that event on every
+    /// instance.
+    pub async fn fence(&self) {
+        let ends = loop {
+            match self.applied.read_ends(&self.producer, &self.topic).await {
+                Ok(ends) => break ends,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Read fence: cannot read the owners topic's end; retrying.");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        while !self.applied.wait_ends(&ends, Duration::from_secs(10)).await {
+            tracing::warn!("The owner view is behind the topic; waiting.");
+        }
+    }
+
     /// Applies one record; a record that does not parse is skipped (it
     /// could only have been written by something else).
     fn apply(&self, key: &str, payload: Option<&[u8]>) {
