@@ -117,22 +117,72 @@ impl AuditLog {
         limit: usize,
     ) -> (Vec<AuditRecord>, bool) {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        // The cursor is the last record of the previous page: resume after
-        // it in log order (ids from instances with skewed clocks need not
-        // sort like the log).
-        let mut newest_first = records.iter().rev();
-        if let Some(c) = cursor {
-            for r in newest_first.by_ref() {
-                if r.id == c {
-                    break;
-                }
+        page_of(&records, owner, since, cursor, limit)
+    }
+}
+
+/// A page of `records` (oldest first), as [`AuditLog::page`] describes.
+fn page_of(
+    records: &VecDeque<AuditRecord>,
+    owner: Option<&str>,
+    since: Option<DateTime<Utc>>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> (Vec<AuditRecord>, bool) {
+    // The cursor is the last record of the previous page: resume after
+    // it in log order (ids from instances with skewed clocks need not
+    // sort like the log).
+    let mut newest_first = records.iter().rev();
+    if let Some(c) = cursor {
+        for r in newest_first.by_ref() {
+            if r.id == c {
+                break;
             }
         }
-        let mut matching = newest_first
-            .filter(|r| owner.is_none_or(|o| r.owner.as_deref() == Some(o)))
-            .take_while(|r| since.is_none_or(|s| r.at >= s));
-        let page: Vec<AuditRecord> = matching.by_ref().take(limit).cloned().collect();
-        let more = matching.next().is_some();
-        (page, more)
+    }
+    let mut matching = newest_first
+        .filter(|r| owner.is_none_or(|o| r.owner.as_deref() == Some(o)))
+        .take_while(|r| since.is_none_or(|s| r.at >= s));
+    let page: Vec<AuditRecord> = matching.by_ref().take(limit).cloned().collect();
+    let more = matching.next().is_some();
+    (page, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: i64, owner: &str) -> AuditRecord {
+        AuditRecord {
+            id: format!("aud_{n:03}"),
+            at: DateTime::from_timestamp(1_800_000_000 + n, 0).unwrap(),
+            actor: Actor {
+                owner: "admin".into(),
+                key_id: None,
+            },
+            action: "subscription.update".into(),
+            target: format!("sub_{n}"),
+            owner: Some(owner.into()),
+            request_id: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn pages_run_newest_first_by_owner_and_since_and_resume_after_the_cursor() {
+        let records: VecDeque<AuditRecord> = (0..10)
+            .map(|n| record(n, if n % 2 == 0 { "even" } else { "odd" }))
+            .collect();
+        let ids = |page: &[AuditRecord]| page.iter().map(|r| r.target.clone()).collect::<Vec<_>>();
+        let (page, more) = page_of(&records, Some("even"), None, None, 2);
+        assert_eq!(ids(&page), ["sub_8", "sub_6"]);
+        assert!(more);
+        let (page, more) = page_of(&records, Some("even"), None, Some("aud_006"), 2);
+        assert_eq!(ids(&page), ["sub_4", "sub_2"]);
+        assert!(more);
+        let since = DateTime::from_timestamp(1_800_000_000 + 5, 0);
+        let (page, more) = page_of(&records, None, since, None, 50);
+        assert_eq!(ids(&page), ["sub_9", "sub_8", "sub_7", "sub_6", "sub_5"]);
+        assert!(!more);
     }
 }

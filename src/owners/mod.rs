@@ -521,7 +521,17 @@ impl OwnerStore {
         self.put(&format!("key:{}", key.id), Some(&value)).await
     }
 
+    /// Writes a new session, and tombstones the owner's expired ones so
+    /// the compacted topic does not keep them forever.
     pub async fn put_session(&self, session: &Session) -> Result<(), OwnerStoreError> {
+        let now = Utc::now();
+        for expired in self
+            .sessions(&session.owner)
+            .iter()
+            .filter(|s| s.expires_at <= now)
+        {
+            self.put(&format!("session:{}", expired.id), None).await?;
+        }
         let value = serde_json::to_vec(session).unwrap_or_default();
         self.put(&format!("session:{}", session.id), Some(&value))
             .await
