@@ -158,6 +158,7 @@ mod tests {
             max_subscriptions_per_owner: 10,
             attempts_per_subscription: 10,
             public_url: String::new(),
+            portal_frame_ancestors: Vec::new(),
             tokens: BTreeMap::from([
                 ("alice".to_string(), "alice-token".to_string()),
                 ("bob".to_string(), hashed),

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod owners;
 pub mod pages;
 mod pagination;
+pub mod portal;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -139,9 +140,11 @@ impl Modify for BearerAuth {
         subscriptions::secret::rotate_secret,
         subscriptions::test::test,
         subscriptions::attempts::attempts,
+        subscriptions::stats::stats,
         dead_letters::list,
         dead_letters::replay,
         catalog::list,
+        catalog::filter_check,
         catalog::egress_ips,
         ops::openapi,
         ops::metrics,
@@ -166,6 +169,7 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
+    let portal = portal::router(&state.shared.settings.api.portal_frame_ancestors);
     Router::new()
         .route(
             "/v1/subscriptions",
@@ -193,6 +197,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{id}/attempts",
             get(subscriptions::attempts::attempts),
         )
+        .route(
+            "/v1/subscriptions/{id}/stats",
+            get(subscriptions::stats::stats),
+        )
+        .route("/v1/event-types/filter-check", post(catalog::filter_check))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         // Owners as data (admin), the caller's own record, the audit trail.
@@ -232,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(ops::router(state.shared))
         .merge(pages::router())
+        .merge(portal)
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.
