@@ -80,6 +80,20 @@ pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec
         compact: true,
         retention: None,
     });
+    // Owners and the audit trail: one partition each, so every instance
+    // applies owner changes, and reads the trail, in one order.
+    specs.push(TopicSpec {
+        name: topics.owners.clone(),
+        partitions: 1,
+        compact: true,
+        retention: None,
+    });
+    specs.push(TopicSpec {
+        name: topics.audit.clone(),
+        partitions: 1,
+        compact: false,
+        retention: None,
+    });
     if settings.kafka.create_input_topics {
         specs.extend(settings.kafka.input_topics.iter().map(|name| TopicSpec {
             name: name.clone(),
@@ -122,7 +136,15 @@ impl App {
             topics.dlq.clone(),
             topics.deliveries.clone(),
         );
+        let owners = crate::owners::OwnerStore::new(
+            producer.clone(),
+            topics.owners.clone(),
+            settings.api.write_timeout,
+        );
+        let audit = crate::audit::AuditLog::new(producer.clone(), topics.audit.clone());
         let shared = Arc::new(Shared {
+            owners: owners.clone(),
+            audit: audit.clone(),
             settings: settings.clone(),
             topics,
             catalog,
@@ -148,6 +170,13 @@ impl App {
         let mut stages = JoinSet::new();
         let mut services = JoinSet::new();
 
+        let owners_follower = owners
+            .follow(&settings.kafka, stop_services.clone())
+            .await?;
+        services.spawn(async move {
+            owners_follower.await?;
+            Ok(())
+        });
         let follower = store.follow(&settings.kafka, stop_services.clone()).await?;
         services.spawn(async move {
             follower.await?;
@@ -155,6 +184,11 @@ impl App {
         });
         // The dead-letter and attempt views serve only the API.
         if roles.contains(&Role::Api) {
+            let audit_follower = audit.follow(&settings.kafka, stop_services.clone()).await?;
+            services.spawn(async move {
+                audit_follower.await?;
+                Ok(())
+            });
             let dlq_follower = dead_letters.follow(stop_services.clone()).await?;
             services.spawn(async move {
                 dlq_follower.await?;

@@ -194,6 +194,10 @@ pub struct ApiSettings {
     pub write_timeout: Duration,
     pub max_subscriptions_per_owner: usize,
     pub attempts_per_subscription: usize,
+    /// The API's address as browsers reach it (`https://hooks.example.com`),
+    /// for portal session URLs; empty = the request's `Host`.
+    #[serde(default)]
+    pub public_url: String,
     /// Origins that may show `/portal` in a frame (CSP `frame-ancestors`);
     /// empty: none.
     #[serde(default)]
@@ -314,6 +318,16 @@ impl Settings {
             return Err(invalid(
                 "kafka.topic_prefix",
                 "must be non-empty and use only letters, digits, '.', '_' and '-'",
+            ));
+        }
+        let public_url = &self.api.public_url;
+        if !(public_url.is_empty()
+            || public_url.starts_with("https://")
+            || public_url.starts_with("http://"))
+        {
+            return Err(invalid(
+                "api.public_url",
+                "must be empty or an http(s) URL such as \"https://hooks.example.com\"",
             ));
         }
         if k.group_id.trim().is_empty() {

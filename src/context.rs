@@ -22,6 +22,10 @@ pub struct Shared {
     pub topics: Topics,
     pub catalog: Catalog,
     pub store: Arc<SubscriptionStore>,
+    /// Owners, their scopes, keys and portal sessions.
+    pub owners: Arc<crate::owners::OwnerStore>,
+    /// The audit trail (written by the API, read by `GET /v1/audit`).
+    pub audit: Arc<crate::audit::AuditLog>,
     pub dead_letters: Arc<DeadLetters>,
     pub attempt_log: Arc<AttemptLog>,
     pub producer: FutureProducer,

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod app;
 pub mod attempts;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -24,6 +25,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod net;
 pub mod operational;
+pub mod owners;
 pub mod record;
 pub mod reference;
 pub mod retry;

@@ -4,12 +4,14 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::AppState;
 use crate::config::ApiSettings;
+use crate::owners::Credential;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
@@ -77,23 +79,61 @@ impl Auth {
     }
 }
 
+/// The bearer token of a request, if it has one.
+pub(crate) fn bearer_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        // The scheme is case-insensitive (RFC 9110).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// Configured tokens first, then the API keys and portal sessions of
+    /// the owners topic. A suspended owner's tokens answer 403.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            // The scheme is case-insensitive (RFC 9110).
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-        state
-            .auth
-            .authenticate(token)
-            .ok_or_else(ApiError::unauthorized)
+        let token = bearer_token(parts).ok_or_else(ApiError::unauthorized)?;
+        let owners = &state.shared.owners;
+        let caller = match state.auth.authenticate(token) {
+            Some(caller) => caller,
+            None => {
+                let credential = owners
+                    .authenticate(token)
+                    .ok_or_else(ApiError::unauthorized)?;
+                if let Credential::Key { key_id, .. } = &credential {
+                    owners.note_used(key_id);
+                }
+                Caller::Owner(credential.owner().to_string())
+            }
+        };
+        if let Caller::Owner(owner) = &caller {
+            if owners.is_suspended(owner) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "owner_suspended",
+                    format!("owner {owner} is suspended"),
+                ));
+            }
+        }
+        Ok(caller)
+    }
+}
+
+/// Refuses every caller but the admin token (403 `forbidden`).
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if *caller == Caller::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the admin token may do this",
+        ))
     }
 }
 
@@ -117,6 +157,7 @@ mod tests {
             write_timeout: std::time::Duration::from_secs(1),
             max_subscriptions_per_owner: 10,
             attempts_per_subscription: 10,
+            public_url: String::new(),
             portal_frame_ancestors: Vec::new(),
             tokens: BTreeMap::from([
                 ("alice".to_string(), "alice-token".to_string()),

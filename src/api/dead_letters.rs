@@ -6,6 +6,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::audit::RequestMeta;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
@@ -100,11 +101,12 @@ pub struct ReplayResult {
 pub async fn replay(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     headers: HeaderMap,
     ApiJson(body): ApiJson<ReplayRequest>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     // Replaying needs the subscription to exist: deliveries go to it.
-    find(&state, &caller, &body.subscription_id).await?;
+    let sub = find(&state, &caller, &body.subscription_id).await?;
     let dead_letters = &state.shared.dead_letters;
     // Idempotency-Key: the same replay asked again answers the first result.
     let owner = caller.owner_scope().unwrap_or("admin").to_string();
@@ -165,5 +167,14 @@ pub async fn replay(
             .await
             .map_err(|e| ApiError::unavailable(&e))?;
     }
+    crate::api::audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "dead_letters.replay",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok(Json(ReplayResult { replayed }))
 }

@@ -1,12 +1,14 @@
 //! The admin API: subscriptions, dead letters, the event catalog, the
 //! OpenAPI document, health, readiness and metrics over HTTP.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod dead_letters;
 pub mod error;
 mod idempotency;
 pub mod ops;
+pub mod owners;
 pub mod pages;
 mod pagination;
 pub mod portal;
@@ -148,6 +150,18 @@ impl Modify for BearerAuth {
         ops::metrics,
         ops::healthz,
         ops::readyz,
+        owners::create,
+        owners::list,
+        owners::get,
+        owners::update,
+        owners::delete,
+        owners::create_key,
+        owners::list_keys,
+        owners::revoke_key,
+        owners::create_session,
+        owners::revoke_sessions,
+        owners::me,
+        audit::list,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -190,6 +204,28 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/event-types/filter-check", post(catalog::filter_check))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
+        // Owners as data (admin), the caller's own record, the audit trail.
+        .route("/v1/owners", get(owners::list).post(owners::create))
+        .route(
+            "/v1/owners/{id}",
+            get(owners::get)
+                .patch(owners::update)
+                .delete(owners::delete),
+        )
+        .route(
+            "/v1/owners/{id}/keys",
+            get(owners::list_keys).post(owners::create_key),
+        )
+        .route(
+            "/v1/owners/{id}/keys/{key_id}",
+            axum::routing::delete(owners::revoke_key),
+        )
+        .route(
+            "/v1/owners/{id}/portal-sessions",
+            post(owners::create_session).delete(owners::revoke_sessions),
+        )
+        .route("/v1/me", get(owners::me))
+        .route("/v1/audit", get(audit::list))
         .route("/v1/event-types", get(catalog::list))
         .route("/v1/egress-ips", get(catalog::egress_ips))
         .fallback(|| async { ApiError::not_found("route") })
@@ -219,7 +255,9 @@ pub async fn serve(
         deliverer: Arc::new(Deliverer::new(shared.clone())?),
         shared,
     };
-    axum::serve(listener, router(state))
+    // The peer address is recorded in the audit trail.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     Ok(())

@@ -72,7 +72,8 @@ pub(super) async fn healthz() -> &'static str {
         (status = 503, description = "Not ready; the body says what is missing", content_type = "application/json"),
     ))]
 pub(super) async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let loaded = shared.store.is_ready();
+    // Owners too: until their view is loaded, API keys would answer 401.
+    let loaded = shared.store.is_ready() && shared.owners.is_ready();
     let kafka = shared.kafka_reachable.load(Ordering::Relaxed);
     let stuck = shared.stuck_partitions();
     let missing = shared

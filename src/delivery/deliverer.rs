@@ -214,7 +214,7 @@ impl Deliverer {
     }
 
     /// The subscription a job is for, or `None` when the job was settled
-    /// without an attempt: held (paused subscription: parked until resumed,
+    /// without an attempt: held (paused subscription or suspended owner: parked until resumed,
     /// dead-lettered after `delivery.pause_hold`), dead-lettered (disabled
     /// subscription, replayable once re-enabled) or dropped and counted
     /// (deleted by its owner).
@@ -228,8 +228,14 @@ impl Deliverer {
                 drop(live);
                 None
             }
-            Some(live) if live.sub.status == Status::Active => Some((job, live)),
-            Some(live) if live.sub.status == Status::Paused => {
+            Some(live)
+                if live.sub.status == Status::Active
+                    && !self.shared.owners.is_suspended(&live.sub.owner) =>
+            {
+                Some((job, live))
+            }
+            // Paused, or active but its owner is suspended: held alike.
+            Some(live) if live.sub.status != Status::Disabled => {
                 let held_ms = Utc::now().timestamp_millis() - job.headers.event_time_ms;
                 let too_long =
                     held_ms > self.shared.settings.delivery.pause_hold.as_millis() as i64;

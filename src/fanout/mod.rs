@@ -67,7 +67,8 @@ async fn matcher(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Rece
         while let Ok(more) = received.try_recv() {
             batch.push(more);
         }
-        shared.store.fence().await;
+        // Subscriptions and owners' scopes, both as of now.
+        tokio::join!(shared.store.fence(), shared.owners.fence());
         let view = shared.store.positions();
         for r in batch {
             let acks = fan_out(&shared, &r.msg, &view).await;
@@ -84,6 +85,8 @@ async fn matcher(shared: Arc<Shared>, mut received: mpsc::UnboundedReceiver<Rece
 
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Result<()> {
     shared.store.wait_ready().await;
+    // An owner's scope applies from the first event.
+    shared.owners.wait_ready().await;
     let settings = shared.settings.clone();
     let group = crate::kafka::fanout_group(&settings.kafka);
     // Operational events come through here too, so they are matched and
@@ -264,7 +267,12 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
                 ..DeliveryHeaders::fresh(&event)
             };
             let headers = delivery.to_kafka();
-            for live in shared.store.matching(&event) {
+            // The owner's scope is ANDed into each of its subscriptions.
+            let matching = shared.store.matching(&event);
+            for live in matching
+                .iter()
+                .filter(|l| shared.owners.allows(&l.sub.owner, &event))
+            {
                 let record = OwnedRecord {
                     topic: shared.topics.deliveries.clone(),
                     key: Some(live.sub.id.as_bytes().to_vec()),

@@ -74,6 +74,10 @@ pub struct Topics {
     /// Operational events rewardhooks emits; fan-out consumes it beside
     /// the input topics.
     pub operational: String,
+    /// Owners, their keys and portal sessions (compacted).
+    pub owners: String,
+    /// The audit trail of changes made through the API.
+    pub audit: String,
 }
 
 impl Topics {
@@ -87,6 +91,8 @@ impl Topics {
             attempts: format!("{prefix}.attempts"),
             dlq: format!("{prefix}.dlq"),
             operational: format!("{prefix}.operational"),
+            owners: format!("{prefix}.owners"),
+            audit: format!("{prefix}.audit"),
         }
     }
 

@@ -11,6 +11,7 @@ mod failures;
 mod flow;
 mod observability;
 mod operations;
+mod owners;
 mod pipeline;
 mod portal;
 mod retry;

@@ -390,6 +390,19 @@ async fn the_catalog_and_the_openapi_document_describe_every_route() {
         ("get", "/metrics"),
         ("get", "/healthz"),
         ("get", "/readyz"),
+        // Owners as data (issue 15).
+        ("post", "/v1/owners"),
+        ("get", "/v1/owners"),
+        ("get", "/v1/owners/{id}"),
+        ("patch", "/v1/owners/{id}"),
+        ("delete", "/v1/owners/{id}"),
+        ("post", "/v1/owners/{id}/keys"),
+        ("get", "/v1/owners/{id}/keys"),
+        ("delete", "/v1/owners/{id}/keys/{key_id}"),
+        ("post", "/v1/owners/{id}/portal-sessions"),
+        ("delete", "/v1/owners/{id}/portal-sessions"),
+        ("get", "/v1/me"),
+        ("get", "/v1/audit"),
     ];
     let documented: usize = doc["paths"]
         .as_object()
@@ -405,7 +418,11 @@ async fn the_catalog_and_the_openapi_document_describe_every_route() {
             "{method} {path} is documented"
         );
         // The route exists on the server: not the router's 404/405 fallback.
-        let url = format!("{}{}", instance.api, path.replace("{id}", "sub_x"));
+        let url = format!(
+            "{}{}",
+            instance.api,
+            path.replace("{id}", "sub_x").replace("{key_id}", "key_x")
+        );
         let resp = client
             .request(
                 reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),

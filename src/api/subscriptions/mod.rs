@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::audit::{self, RequestMeta};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::pagination::{page_limit, Page};
@@ -309,6 +310,49 @@ fn check_event_types(state: &AppState, types: &[String]) -> Result<(), ApiError>
     Ok(())
 }
 
+/// The owner's rules (from the owners topic): event types within its
+/// scope (422 `outside_scope`), a rate at most its `max_rate_per_second`
+/// (422 `invalid_rate_limit`).
+fn check_owner_rules(
+    state: &AppState,
+    owner: &str,
+    event_types: Option<&[String]>,
+    rate_limit: Option<&RateLimit>,
+) -> Result<(), ApiError> {
+    let Some(live) = state.shared.owners.get(owner) else {
+        return Ok(());
+    };
+    let owner = &live.owner;
+    if let (Some(scope), Some(types)) = (&owner.scope, event_types) {
+        let known = || state.shared.catalog.iter().map(|t| t.name.as_str());
+        if let Some(outside) = types
+            .iter()
+            .find(|t| !crate::owners::within_scope(scope, t, known()))
+        {
+            return Err(ApiError::invalid(
+                "outside_scope",
+                format!(
+                    "event type {outside:?} is outside owner {}'s scope ({})",
+                    owner.id,
+                    scope.event_types.join(", ")
+                ),
+            ));
+        }
+    }
+    if let (Some(max), Some(rl)) = (owner.max_rate_per_second, rate_limit) {
+        if rl.per_second > max {
+            return Err(ApiError::invalid(
+                "invalid_rate_limit",
+                format!(
+                    "rate_limit.per_second {} is above owner {}'s max_rate_per_second {max}",
+                    rl.per_second, owner.id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_fields(
     description: Option<&String>,
     filter: Option<&Value>,
@@ -416,6 +460,7 @@ pub(in crate::api) async fn find_live(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -431,13 +476,15 @@ pub async fn create(
         (Caller::Admin, Some(o)) if !o.trim().is_empty() => o,
         (Caller::Admin, _) => "admin".to_string(),
     };
-    let cap = state.shared.settings.api.max_subscriptions_per_owner;
+    let owner_record = state.shared.owners.get(&owner);
+    let cap =
+        super::owners::max_subscriptions(&state.shared, owner_record.as_ref().map(|o| &o.owner));
     if state.shared.store.count_owned(&owner) >= cap {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "limit_reached",
             format!(
-                "owner {owner} already has {cap} subscriptions (api.max_subscriptions_per_owner)"
+                "owner {owner} already has {cap} subscriptions (its max_subscriptions or api.max_subscriptions_per_owner)"
             ),
         ));
     }
@@ -449,8 +496,22 @@ pub async fn create(
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
     )?;
+    check_owner_rules(
+        &state,
+        &owner,
+        Some(&body.event_types),
+        body.rate_limit.as_ref(),
+    )?;
     let mut auth = body.auth.clone();
     check_credentials(&state, body.headers.as_ref(), auth.as_mut()).await?;
+    // An owner's max_rate_per_second is also the rate of subscriptions
+    // that set none.
+    let default_rate = owner_record
+        .and_then(|o| o.owner.max_rate_per_second)
+        .map(|r| RateLimit {
+            per_second: r,
+            burst: r,
+        });
     let mut sub = Subscription::new(owner, url, body.event_types);
     sub.headers = body
         .headers
@@ -461,7 +522,7 @@ pub async fn create(
     sub.auth = auth;
     sub.description = body.description;
     sub.filter = body.filter;
-    sub.rate_limit = body.rate_limit;
+    sub.rate_limit = body.rate_limit.or(default_rate);
     sub.metadata = body.metadata;
     sub.idempotency = idempotency;
     let created = state
@@ -473,6 +534,15 @@ pub async fn create(
     let live = match created {
         Ok(live) => {
             tracing::info!(subscription_id = %sub.id, owner = %sub.owner, "Subscription created.");
+            audit::record(
+                &state.shared,
+                &caller,
+                &meta,
+                "subscription.create",
+                &sub.id,
+                Some(&sub.owner),
+            )
+            .await;
             live
         }
         // The same create again: the first answer again, nothing new.
@@ -601,6 +671,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateSubscription>,
@@ -619,6 +690,12 @@ pub async fn update(
         body.filter.as_ref(),
         body.rate_limit.as_ref(),
         body.metadata.as_ref(),
+    )?;
+    check_owner_rules(
+        &state,
+        &sub.owner,
+        body.event_types.as_deref(),
+        body.rate_limit.as_ref(),
     )?;
     // What the credentials will be after this change, checked together.
     let headers = body
@@ -707,6 +784,15 @@ pub async fn update(
         .await
         .map_err(|e| ApiError::unavailable(&e))?
         .map_err(|r| rejected(r, pinned.is_some()))?;
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "subscription.update",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok((
         etag(written.version),
         Json(SubscriptionView::from(written.as_ref())),
@@ -724,6 +810,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
@@ -737,5 +824,14 @@ pub async fn delete(
         .map_err(|e| ApiError::unavailable(&e))?
         .map_err(|r| rejected(r, pinned.is_some()))?;
     tracing::info!(subscription_id = %sub.id, "Subscription deleted.");
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "subscription.delete",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{find, find_usable};
+use crate::api::audit::{self, RequestMeta};
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::{ApiPath, AppState};
@@ -27,9 +28,19 @@ pub struct SecretView {
 pub async fn secret(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
     let sub = find_usable(&state, &caller, &id).await?;
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "subscription.secret.read",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok(Json(SecretView {
         secret: sub.secret.expose().to_string(),
     }))
@@ -46,6 +57,7 @@ pub async fn secret(
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SecretView>, ApiError> {
     let sub = find(&state, &caller, &id).await?;
@@ -67,6 +79,15 @@ pub async fn rotate_secret(
         .map_err(|e| ApiError::unavailable(&e))?
         .map_err(|r| super::rejected(r, false))?;
     tracing::info!(subscription_id = %sub.id, "Secret rotated.");
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "subscription.secret.rotate",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok(Json(SecretView {
         secret: written.sub.secret.expose().to_string(),
     }))

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::find_usable;
+use crate::api::audit::{self, RequestMeta};
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::ApiPath;
@@ -54,6 +55,7 @@ pub struct TestAttempt {
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
+    meta: RequestMeta,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TestRequest>,
 ) -> Result<Json<TestAttempt>, ApiError> {
@@ -72,6 +74,15 @@ pub async fn test(
         .ok_or_else(|| ApiError::not_found("subscription"))?;
     let headers = DeliveryHeaders::fresh(&event);
     let (result, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
+    audit::record(
+        &state.shared,
+        &caller,
+        &meta,
+        "subscription.test",
+        &sub.id,
+        Some(&sub.owner),
+    )
+    .await;
     Ok(Json(TestAttempt {
         attempt,
         request: SentRequest {
