@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: test-slow check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -23,6 +23,13 @@ test: test-alerts test-deploy test-docker examples guide check-guarantees
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
+
+## Slow fault tests (tests/slow.rs, `test = false` so `make test` leaves
+## them out): a rolling restart under load, a restart before the
+## subscription view caught up. CI (.ci/run) runs them after `make test`.
+test-slow:
+	scripts/tansu.sh install
+	scripts/tansu.sh run $(CARGO) test --test slow -- --test-threads=2
 
 ## docs/guarantees.md names only tests that exist (and prints its counts).
 check-guarantees:

@@ -134,7 +134,11 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("rewardhooks_circuit_open 1"), "{metrics}");
+    assert_eq!(
+        sample(&parse_metrics(&metrics), "rewardhooks_circuit_open", &[]),
+        1.0,
+        "{metrics}"
+    );
     // No attempts during the cool-down, then a single probe.
     while opened.elapsed() < Duration::from_secs(4) {
         assert_eq!(
@@ -152,6 +156,89 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(bad.count(), attempts_when_opened + 1, "one probe at a time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_lets_one_probe_out_at_a_time_and_a_successful_probe_closes_it() {
+    // Eight requests may run at once, so one probe at a time is the
+    // breaker's doing, not the concurrency limit's. Every request takes
+    // `delay` and fails (500) until the endpoint recovers.
+    let delay = Duration::from_secs(2);
+    let deployment = Deployment::new("probe")
+        .delivery("timeout = \"10s\"")
+        .delivery(
+            "retry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        )
+        .delivery("max_in_flight_per_subscription = 8")
+        .delivery(r#"lane_max_wait = "120s""#)
+        .delivery("circuit_breaker_threshold = 3")
+        .delivery("circuit_breaker_cooldown = \"4s\"");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(500, delay).await;
+    let api = instance.api_client("alice-token");
+    let (id, secret) = api.subscribe(&receiver.url, &["tier.changed"], None).await;
+    receiver.expect(&id, &secret);
+    instance.wait_assigned().await;
+    let total = 20;
+    produce_many(&deployment, "tier.changed", "evt_pr", total).await;
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{id}"),
+            Duration::from_secs(60),
+            |v| v["circuit"] == "open",
+        )
+        .await;
+    assert_eq!(sub["circuit"], "open", "{sub}");
+    assert_eq!(
+        sample(&metrics(&instance).await, "rewardhooks_circuit_open", &[]),
+        1.0
+    );
+    // The failures that opened it have all been answered.
+    eventually("the opening failures answered", Duration::from_secs(30), || {
+        receiver.completed().len() == receiver.count()
+    })
+    .await;
+    let opened_with = receiver.count();
+    assert!(
+        opened_with >= 3,
+        "the threshold's failures ran concurrently ({opened_with})"
+    );
+    // The first probe: once it is answered, nothing else arrived while it
+    // was out, although seven more requests were allowed and a backlog
+    // waited.
+    eventually("a probe was answered", Duration::from_secs(60), || {
+        receiver.completed().len() > opened_with
+    })
+    .await;
+    let arrived = receiver.received();
+    let probe = &arrived[opened_with];
+    let during_probe = arrived[opened_with + 1..]
+        .iter()
+        .filter(|r| r.at < probe.at + delay)
+        .count();
+    assert_eq!(during_probe, 0, "one probe at a time");
+    // The endpoint recovers: the next probe succeeds and closes the circuit,
+    // and the backlog flows.
+    receiver.set_status(200);
+    let want: std::collections::BTreeSet<String> =
+        (0..total).map(|n| format!("evt_pr{n}")).collect();
+    receiver
+        .wait_completed(&id, &want, Duration::from_secs(120))
+        .await;
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{id}"),
+            Duration::from_secs(30),
+            |v| v["circuit"] == "closed",
+        )
+        .await;
+    assert_eq!(sub["circuit"], "closed", "{sub}");
+    assert_eq!(
+        sample(&metrics(&instance).await, "rewardhooks_circuit_open", &[]),
+        0.0
+    );
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    receiver.assert_delivered(&[(id.as_str(), &want)], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
