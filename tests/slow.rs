@@ -89,13 +89,7 @@ async fn a_rolling_restart_of_three_instances_under_steady_load_loses_nothing() 
     }
     let stop = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicUsize::new(0));
-    let load = steady_load(
-        &deployment,
-        "evt_rr",
-        every,
-        stop.clone(),
-        produced.clone(),
-    );
+    let load = steady_load(&deployment, "evt_rr", every, stop.clone(), produced.clone());
     eventually("deliveries flowing", Duration::from_secs(60), || {
         receiver.delivered().len() >= 20
     })

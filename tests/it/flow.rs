@@ -42,10 +42,28 @@ async fn rate_limited_run(instances: usize) {
         i.wait_assigned().await;
     }
     if instances > 1 {
-        // Both instances share the partitions once the group settles. (A
-        // fixed wait: Tansu answers neither ListGroups nor DescribeGroups,
-        // so the group state cannot be polled.)
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        // Both instances share the partitions once the groups settle
+        // (Tansu answers neither ListGroups nor DescribeGroups: each
+        // instance's /readyz says what it holds).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut held = Vec::new();
+            for i in &running {
+                let body = readyz_until(i, Duration::ZERO, |_| true).await;
+                for stage in ["fanout", "deliver"] {
+                    held.push(body["stages"][stage]["partitions"].as_u64().unwrap_or(0));
+                }
+            }
+            // Each holds partitions of both groups: both joined both.
+            if held.iter().all(|n| *n > 0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group never settled: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     produce_many(&deployment, "points.earned", "evt_rl", 100).await;
     eventually("all 100 delivered", Duration::from_secs(90), || {
@@ -194,9 +212,11 @@ async fn the_breaker_lets_one_probe_out_at_a_time_and_a_successful_probe_closes_
         1.0
     );
     // The failures that opened it have all been answered.
-    eventually("the opening failures answered", Duration::from_secs(30), || {
-        receiver.completed().len() == receiver.count()
-    })
+    eventually(
+        "the opening failures answered",
+        Duration::from_secs(30),
+        || receiver.completed().len() == receiver.count(),
+    )
     .await;
     let opened_with = receiver.count();
     assert!(

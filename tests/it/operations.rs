@@ -154,7 +154,11 @@ async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_o
         assert!(v["stages"][stage]["partitions"].as_u64() > Some(0), "{v}");
         let (status, body) = get(&format!("{}/metrics", instance.api)).await;
         assert_eq!(status, 200, "{stage} /metrics");
-        assert!(body.contains("rewardhooks_build_info"), "{stage}: {body}");
+        assert_eq!(
+            sample_sum(&parse_metrics(&body), "rewardhooks_build_info", &[]),
+            1.0,
+            "{stage}: {body}"
+        );
         // The ops port is not the API.
         let (status, _) = get(&format!("{}/v1/subscriptions", instance.api)).await;
         assert_eq!(status, 404, "{stage}: the ops port serves the API");
@@ -167,8 +171,8 @@ async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_o
     api.api_client(ADMIN_TOKEN)
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
-    // Both stages follow the subscriptions topic; give them the write.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No wait: a subscription acknowledged before an event is produced
+    // gets it (the read fence), on split roles too.
     produce_many(&deployment, "points.earned", "evt_split", 3).await;
     eventually("delivered by split roles", Duration::from_secs(60), || {
         receiver.distinct_ids().len() >= 3
