@@ -178,3 +178,74 @@ async fn a_restart_before_the_subscription_view_caught_up_still_delivers_to_ever
     receiver.assert_delivered(&expected, 0);
     assert_eq!(receiver.delivered().len(), subscriptions * total);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebalance_while_a_slow_endpoint_holds_a_backlog_one_joins_one_leaves_loses_nothing() {
+    // Two rebalances while the lanes hold work: a third instance joins, then
+    // one of the first two leaves (SIGTERM). At a rebalance every member
+    // gives its partitions up, and each member's lane for the subscription
+    // can repeat the attempts it had in flight and those finished above the
+    // oldest one in flight: fewer than 2 x `per_sub` per member. Two members
+    // at the join; at the leave, the two that stay (the leaver drains and
+    // commits). Fan-out committed every input record before the first
+    // rebalance (waited for below), so it repeats nothing.
+    let per_sub = 4;
+    let members_giving_up = [2, 2];
+    let bound: usize = members_giving_up.iter().map(|m| m * 2 * per_sub).sum();
+    let deployment = Deployment::new("joinleave")
+        .delivery(&format!("max_in_flight_per_subscription = {per_sub}"))
+        .delivery(r#"lane_max_wait = "300s""#);
+    let mut a = Instance::start(&deployment).await;
+    let b = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::from_millis(200)).await;
+    let (sub, secret) = a
+        .api_client(ADMIN_TOKEN)
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    for i in [&a, &b] {
+        i.wait_assigned().await;
+    }
+    // 300 x 200 ms at 4 at a time: ~15 s of backlog.
+    let total = 300;
+    produce_many(&deployment, "points.earned", "evt_jl", total).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let input = fanout_positions(&deployment).await;
+        if !input.is_empty() && input.iter().all(|p| p.at_end()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fan-out never committed: {input:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let c = Instance::start(&deployment).await;
+    c.wait_assigned().await;
+    let after_join = receiver.delivered().len();
+    assert!(after_join < total, "the join found a backlog");
+    eventually(
+        "deliveries flowing after the join",
+        Duration::from_secs(60),
+        || receiver.delivered().len() >= after_join + 20,
+    )
+    .await;
+    assert_drained(&mut a);
+    let at_leave = receiver.delivered().len();
+    assert!(
+        at_leave < total,
+        "the leave found a backlog ({at_leave} of {total})"
+    );
+    let want: BTreeSet<String> = (0..total).map(|n| format!("evt_jl{n}")).collect();
+    receiver
+        .wait_completed(&sub, &want, Duration::from_secs(180))
+        .await;
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    receiver.assert_delivered(&[(sub.as_str(), &want)], bound);
+    println!(
+        "join at {after_join}, leave at {at_leave} of {total}: {} duplicates (bound {bound})",
+        receiver.duplicates()
+    );
+    drop((b, c));
+}

@@ -172,6 +172,16 @@ async fn canned_endpoint(
     headers: Vec<(&'static str, String)>,
     body: String,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    canned_endpoint_at("127.0.0.1:0", status, headers, body).await
+}
+
+/// [`canned_endpoint`] listening on `bind`.
+async fn canned_endpoint_at(
+    bind: &str,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let hits = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
@@ -192,7 +202,7 @@ async fn canned_endpoint(
         }
     };
     let router = axum::Router::new().route("/hook", axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
     (url, hits)
@@ -244,4 +254,70 @@ async fn redirects_are_not_followed_and_response_bodies_are_kept_up_to_the_limit
         kept.len()
     );
     assert!(kept.chars().all(|c| c == 'x'), "{kept}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_and_tls_errors_are_retried() {
+    let deployment = Deployment::new("neterr")
+        .delivery(r#"retry_schedule = ["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]"#);
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    // A port nobody listens on (bound, then released)...
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (refused, _) = api
+        .subscribe(
+            &format!("http://127.0.0.1:{port}/hook"),
+            &["tier.changed"],
+            None,
+        )
+        .await;
+    // ...and TLS spoken to a plain HTTP endpoint.
+    let plain = Receiver::start(200, Duration::ZERO).await;
+    let (tls, _) = api
+        .subscribe(
+            &plain.url.replace("http://", "https://"),
+            &["tier.changed"],
+            None,
+        )
+        .await;
+    instance.wait_assigned().await;
+    produce_many(&deployment, "tier.changed", "evt_net", 1).await;
+    let failed_twice = |v: &serde_json::Value| {
+        v["data"].as_array().is_some_and(|a| {
+            a.len() >= 2
+                && a.iter()
+                    .all(|x| x["success"] == false && x["error"].is_string())
+        })
+    };
+    for (id, what) in [(&refused, "connection refused"), (&tls, "TLS error")] {
+        let attempts = api
+            .get_until(
+                &format!("/v1/subscriptions/{id}/attempts"),
+                Duration::from_secs(60),
+                failed_twice,
+            )
+            .await;
+        assert!(failed_twice(&attempts), "{what} retried: {attempts}");
+    }
+    // The endpoint comes up on that port: the next retry delivers.
+    let (_, hits) =
+        canned_endpoint_at(&format!("127.0.0.1:{port}"), 200, Vec::new(), String::new()).await;
+    let attempts = api
+        .get_until(
+            &format!("/v1/subscriptions/{refused}/attempts"),
+            Duration::from_secs(60),
+            |v| v["data"][0]["success"] == true,
+        )
+        .await;
+    assert_eq!(attempts["data"][0]["success"], true, "{attempts}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        plain.count(),
+        0,
+        "no HTTP request got through the TLS failure"
+    );
 }

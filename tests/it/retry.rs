@@ -126,6 +126,45 @@ async fn an_always_failing_endpoint_is_dead_lettered_and_replay_delivers_it() {
     })
     .await;
     assert_eq!(receiver.received()[4].event_id(), "evt_dead");
+    // The replay wrote a fresh delivery (attempt 0, same event) to the
+    // deliveries topic and a marker (`rewardhooks-replayed`, no value) to
+    // the DLQ. Both topics read to their ends.
+    let dlq = read_topic(
+        &format!("{}.dlq", deployment.prefix),
+        deployment.partitions,
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    let markers: Vec<_> = dlq
+        .iter()
+        .filter(|r| r.headers.contains_key("rewardhooks-replayed"))
+        .collect();
+    assert_eq!(markers.len(), 1, "one replay marker: {dlq:?}");
+    assert!(markers[0].payload.is_empty(), "a marker has no value");
+    let deliveries: Vec<_> = read_topic(
+        &format!("{}.deliveries", deployment.prefix),
+        deployment.partitions,
+        2,
+        Duration::from_secs(20),
+    )
+    .await
+    .into_iter()
+    .filter(|r| r.headers.get("rewardhooks-event-id").map(String::as_str) == Some("evt_dead"))
+    .collect();
+    assert_eq!(deliveries.len(), 2, "fanned out once, replayed once");
+    for d in &deliveries {
+        assert_eq!(
+            d.headers
+                .get("rewardhooks-attempt")
+                .map_or("0", String::as_str),
+            "0",
+            "a replay starts over at attempt 0: {:?}",
+            d.headers
+        );
+        let body: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+        assert_eq!(body["id"], "evt_dead", "the same event and body");
+    }
 
     // Not replayed twice unless asked for explicitly.
     let (_, v) = api

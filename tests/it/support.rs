@@ -1325,6 +1325,7 @@ pub fn registered_metrics() -> Vec<String> {
 /// Committed offsets of the fan-out group on the input topic only, next to
 /// the partition ends: a cheaper [`group_positions`] for polling fan-out
 /// alone (it does not read the deliveries and tier topics to their ends).
+#[allow(dead_code)] // used by tests/outage.rs and tests/slow.rs
 pub async fn fanout_positions(deployment: &Deployment) -> Vec<GroupPosition> {
     let deployment = deployment.clone();
     tokio::task::spawn_blocking(move || {
