@@ -206,8 +206,9 @@ async fn a_rebalance_while_a_slow_endpoint_holds_a_backlog_one_joins_one_leaves_
     for i in [&a, &b] {
         i.wait_assigned().await;
     }
-    // 300 x 200 ms at 4 at a time: ~15 s of backlog.
-    let total = 300;
+    // 500 x 200 ms at 4 at a time: ~25 s of backlog, well beyond the time
+    // a third instance needs to start and join.
+    let total = 500;
     produce_many(&deployment, "points.earned", "evt_jl", total).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
