@@ -125,8 +125,8 @@ async fn a_rolling_restart_of_three_instances_under_steady_load_loses_nothing() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_before_the_subscription_view_caught_up_still_delivers_to_every_subscription() {
-    // Many subscriptions (a subscriptions topic of hundreds of records),
-    // then a restart with the events already waiting on the input topic:
+    // Many subscriptions (a subscriptions topic of 450 records), then a
+    // restart with the events already waiting on the input topic:
     // fan-out must not match them against a partial view. No waiting for
     // /readyz: the events are produced before the process even starts.
     let subscriptions = 150;
@@ -163,7 +163,17 @@ async fn a_restart_before_the_subscription_view_caught_up_still_delivers_to_ever
     assert_drained(&mut first);
     let total = 5;
     produce_many(&deployment, "points.earned", "evt_vl", total).await;
-    let mut second = Instance::spawn_roles(&deployment, "fanout,deliver,api");
+    // The restarted view loads slowly (20 ms a record: 9 s), far longer
+    // than fan-out needs to join its group, so a fan-out that did not wait
+    // would match the waiting events against a partial view. (Checked: with
+    // fan-out's wait and fence removed, this test fails; without the slow
+    // load the view is complete before fan-out consumes and it would not.)
+    let mut slow_view = deployment.clone();
+    slow_view.env.push((
+        "REWARDHOOKS_TEST_VIEW_LOAD_LAG_MS".to_string(),
+        "20".to_string(),
+    ));
+    let mut second = Instance::spawn_roles(&slow_view, "fanout,deliver,api");
     let want: BTreeSet<String> = (0..total).map(|n| format!("evt_vl{n}")).collect();
     eventually(
         "every subscription got every event",

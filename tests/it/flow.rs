@@ -305,6 +305,21 @@ async fn a_subscription_failing_for_disable_after_is_disabled_and_can_be_re_enab
         v.get("disabled_reason").is_none() && v.get("failing_since").is_none(),
         "{v}"
     );
+    // Re-enabled, with the endpoint healthy again: deliveries resume.
+    receiver.set_status(200);
+    let e = event("points.earned", "evt_ad2", sample_data("points.earned", 2));
+    produce_structured(&producer(), &deployment.input, &e).await;
+    eventually(
+        "a delivery after re-enabling",
+        Duration::from_secs(60),
+        || {
+            receiver
+                .delivered()
+                .iter()
+                .any(|r| r.event_id() == "evt_ad2")
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
