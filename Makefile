@@ -24,12 +24,15 @@ test: test-alerts test-deploy test-docker examples guide check-guarantees
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
 
-## Slow fault tests (tests/slow.rs, `test = false` so `make test` leaves
-## them out): a rolling restart under load, a restart before the
-## subscription view caught up. CI (.ci/run) runs them after `make test`.
+## Slow fault tests (`test = false` in Cargo.toml, so `make test` leaves
+## them out; CI (.ci/run) runs them after `make test`): tests/slow.rs (a
+## rolling restart under load, a join and a leave under backlog, a restart
+## before the subscription view caught up) and tests/outage.rs (the broker
+## paused with work in flight; it pauses the broker, and cargo runs test
+## binaries one after another).
 test-slow:
 	scripts/tansu.sh install
-	scripts/tansu.sh run $(CARGO) test --test slow -- --test-threads=2
+	scripts/tansu.sh run $(CARGO) test --test slow --test outage -- --test-threads=2
 
 ## docs/guarantees.md names only tests that exist (and prints its counts).
 check-guarantees:
@@ -109,6 +112,7 @@ lint:
 	python3 scripts/check-modules.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --test slow --test outage -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -94,12 +94,12 @@ async fn a_rolling_restart_of_three_instances_under_steady_load_loses_nothing() 
         receiver.delivered().len() >= 20
     })
     .await;
-    for n in 0..instances.len() {
+    for instance in &mut instances {
         // Under load: deliveries go on between restarts.
         let before = receiver.delivered().len();
-        assert_drained(&mut instances[n]);
-        instances[n] = Instance::start(&deployment).await;
-        instances[n].wait_assigned().await;
+        assert_drained(instance);
+        *instance = Instance::start(&deployment).await;
+        instance.wait_assigned().await;
         eventually(
             "deliveries flowing after a restart",
             Duration::from_secs(60),
