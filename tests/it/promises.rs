@@ -321,3 +321,57 @@ async fn connect_and_tls_errors_are_retried() {
         "no HTTP request got through the TLS failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_address_binds_outgoing_connections() {
+    // 127.0.0.2 is a loopback address of its own on Linux: a connection
+    // bound to it arrives from it, where an unbound one comes from 127.0.0.1.
+    let deployment = Deployment::new("srcaddr").delivery(r#"source_address = "127.0.0.2""#);
+    let instance = Instance::start(&deployment).await;
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                std::net::SocketAddr,
+            >| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(peer.ip());
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    let api = instance.api_client(ADMIN_TOKEN);
+    let (id, _) = api.subscribe(&url, &["tier.changed"], None).await;
+    let (status, attempt) = api
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/test"),
+            Some(serde_json::json!({"event_type": "tier.changed"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{attempt}");
+    assert_eq!(attempt["success"], true, "{attempt}");
+    // And a delivery from the pipeline, not only the test send.
+    instance.wait_assigned().await;
+    produce_many(&deployment, "tier.changed", "evt_src", 1).await;
+    eventually("the delivery arrived", Duration::from_secs(60), || {
+        peers.lock().unwrap().len() >= 2
+    })
+    .await;
+    let peers = peers.lock().unwrap().clone();
+    let bound: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    assert!(peers.iter().all(|p| *p == bound), "{peers:?}");
+}
