@@ -375,3 +375,77 @@ async fn source_address_binds_outgoing_connections() {
     let bound: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     assert!(peers.iter().all(|p| *p == bound), "{peers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deferred_dropped_and_per_subscription_metrics_count_what_happened() {
+    let mut deployment = Deployment::new("metricsdd")
+        .delivery("lane_capacity = 2")
+        .delivery("max_in_flight_per_subscription = 1")
+        .delivery(r#"retry_schedule = ["1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]"#);
+    deployment.env.push((
+        "REWARDHOOKS__METRICS__PER_SUBSCRIPTION_LABELS".to_string(),
+        "true".to_string(),
+    ));
+    let instance = Instance::start(&deployment).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    // A slow endpoint with a lane of two: a burst of ten overflows it, and
+    // the overflow is deferred (parked in a tier) without an attempt.
+    let slow = Receiver::start(200, Duration::from_millis(300)).await;
+    let (busy, secret) = api.subscribe(&slow.url, &["tier.changed"], None).await;
+    slow.expect(&busy, &secret);
+    // A paused subscription holds its deliveries in a tier; deleted while
+    // they wait, they are dropped when they come back.
+    let never = Receiver::start(200, Duration::ZERO).await;
+    let (gone, _) = api.subscribe(&never.url, &["points.redeemed"], None).await;
+    let path = format!("/v1/subscriptions/{gone}");
+    let (status, v) = api
+        .call(
+            "PATCH",
+            &path,
+            Some(serde_json::json!({"status": "paused"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    instance.wait_assigned().await;
+    let total = 10;
+    produce_many(&deployment, "tier.changed", "evt_md", total).await;
+    produce_many(&deployment, "points.redeemed", "evt_mg", 3).await;
+    let want: BTreeSet<String> = (0..total).map(|n| format!("evt_md{n}")).collect();
+    slow.wait_completed(&busy, &want, Duration::from_secs(120))
+        .await;
+    let (status, _) = api.call("DELETE", &path, None).await;
+    assert!(status == 200 || status == 204, "delete: {status}");
+    let mut dropped = 0.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while dropped < 3.0 && std::time::Instant::now() < deadline {
+        dropped = counter_sum_or_zero(
+            &metrics(&instance).await,
+            "rewardhooks_deliveries_dropped_total",
+            &[("reason", "subscription_deleted")],
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(dropped, 3.0, "the deleted subscription's three deliveries");
+    assert_eq!(
+        never.count(),
+        0,
+        "nothing sent to the paused, then deleted one"
+    );
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    slow.assert_delivered(&[(busy.as_str(), &want)], 0);
+    // Deferral spends no attempt: one request per event.
+    assert_eq!(slow.count(), total, "requests to the slow endpoint");
+    let samples = metrics(&instance).await;
+    assert!(
+        sample(&samples, "rewardhooks_deliveries_deferred_total", &[]) >= 1.0,
+        "the overflow was deferred"
+    );
+    assert_eq!(
+        sample_sum(
+            &samples,
+            "rewardhooks_deliveries_by_subscription_total",
+            &[("subscription_id", busy.as_str()), ("outcome", "success")]
+        ),
+        total as f64
+    );
+}
