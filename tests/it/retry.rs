@@ -362,4 +362,30 @@ async fn the_replay_command_re_enqueues_a_subscriptions_dead_letters() {
     })
     .await;
     assert_eq!(receiver.received()[2].event_id(), "evt_cli");
+    let replay = |args: &[&str]| {
+        let mut all = vec!["replay", "--subscription", sub_id.as_str()];
+        all.extend_from_slice(args);
+        let output = tokio::task::block_in_place(|| instance.command(&all));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Replayed once: a plain replay leaves it (the marker says so)...
+    let stdout = replay(&[]);
+    assert!(stdout.contains("replayed 0 dead letters"), "{stdout}");
+    // ...`--since` a later time selects nothing, even with `--again`...
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let stdout = replay(&["--since", &later, "--again"]);
+    assert!(stdout.contains("replayed 0 dead letters"), "{stdout}");
+    // ...and `--since 1h --again` sends it once more.
+    let stdout = replay(&["--since", "1h", "--again"]);
+    assert!(stdout.contains("replayed 1 dead letters"), "{stdout}");
+    eventually("replayed again", Duration::from_secs(30), || {
+        receiver.count() >= 4
+    })
+    .await;
+    assert_eq!(receiver.received()[3].event_id(), "evt_cli");
 }
