@@ -260,3 +260,31 @@ async fn a_rebalance_while_a_slow_endpoint_holds_a_backlog_one_joins_one_leaves_
     );
     drop((b, c));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_api_request_runs_longer_than_60_seconds() {
+    // A test send waits for its webhook up to `delivery.timeout` (here
+    // 120 s) and the endpoint hangs for 90 s: the API answers at 60 s with
+    // 503 `timeout` instead.
+    let deployment = Deployment::new("apitimeout").delivery(r#"timeout = "120s""#);
+    let instance = Instance::start(&deployment).await;
+    let hanging = Receiver::start(200, Duration::from_secs(90)).await;
+    let api = instance.api_client(ADMIN_TOKEN);
+    let (id, _) = api.subscribe(&hanging.url, &["tier.changed"], None).await;
+    let started = std::time::Instant::now();
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{id}/test"),
+            Some(serde_json::json!({"event_type": "tier.changed"})),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    assert!(
+        took >= Duration::from_secs(59) && took < Duration::from_secs(85),
+        "answered after {took:?}"
+    );
+    assert_eq!(hanging.count(), 1, "the webhook was sent");
+}
