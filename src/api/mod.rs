@@ -9,6 +9,7 @@ mod idempotency;
 pub mod ops;
 pub mod pages;
 mod pagination;
+pub mod portal;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -137,9 +138,11 @@ impl Modify for BearerAuth {
         subscriptions::secret::rotate_secret,
         subscriptions::test::test,
         subscriptions::attempts::attempts,
+        subscriptions::stats::stats,
         dead_letters::list,
         dead_letters::replay,
         catalog::list,
+        catalog::filter_check,
         catalog::egress_ips,
         ops::openapi,
         ops::metrics,
@@ -152,6 +155,7 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
+    let portal = portal::router(&state.shared.settings.api.portal_frame_ancestors);
     Router::new()
         .route(
             "/v1/subscriptions",
@@ -179,6 +183,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{id}/attempts",
             get(subscriptions::attempts::attempts),
         )
+        .route(
+            "/v1/subscriptions/{id}/stats",
+            get(subscriptions::stats::stats),
+        )
+        .route("/v1/event-types/filter-check", post(catalog::filter_check))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/event-types", get(catalog::list))
@@ -196,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(ops::router(state.shared))
         .merge(pages::router())
+        .merge(portal)
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.
