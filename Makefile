@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: browser check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: test-slow browser check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -23,6 +23,16 @@ test: test-alerts test-deploy test-docker examples guide check-guarantees browse
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
+
+## Slow fault tests (`test = false` in Cargo.toml, so `make test` leaves
+## them out; CI (.ci/run) runs them after `make test`): tests/slow.rs (a
+## rolling restart under load, a join and a leave under backlog, a restart
+## before the subscription view caught up) and tests/outage.rs (the broker
+## paused with work in flight; it pauses the broker, and cargo runs test
+## binaries one after another).
+test-slow:
+	scripts/tansu.sh install
+	scripts/tansu.sh run $(CARGO) test --test slow --test outage -- --test-threads=2
 
 ## The portal's browser test needs Debian's chromium and chromium-driver:
 ## installed when missing (as root); a failed install is an error when
@@ -109,6 +119,7 @@ lint:
 	python3 scripts/check-modules.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --test slow --test outage -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

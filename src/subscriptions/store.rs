@@ -319,8 +319,17 @@ impl SubscriptionStore {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
+        // Test only: slow the initial load (records read before it caught
+        // up), to show that fan-out waits for the full view.
+        let load_lag = std::env::var("REWARDHOOKS_TEST_VIEW_LOAD_LAG_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
         Ok(tokio::spawn(follower.run(cancel, move |msg| {
             if let Some(lag) = lag.filter(|_| store.applied.is_ready()) {
+                tokio::task::block_in_place(|| std::thread::sleep(lag));
+            }
+            if let Some(lag) = load_lag.filter(|_| !store.applied.is_ready()) {
                 tokio::task::block_in_place(|| std::thread::sleep(lag));
             }
             let key = msg.key().and_then(|k| std::str::from_utf8(k).ok());

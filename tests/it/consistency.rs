@@ -363,13 +363,11 @@ async fn during_a_secrets_key_rollout_nothing_is_dropped_and_deliveries_flow_onc
     // (an absence, so a fixed wait of several retry-tier delays).
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     for instance in [&a, &b] {
-        let dropped = sample_sum_if_present(
+        let dropped = counter_sum_or_zero(
             &metrics(instance).await,
             "rewardhooks_deliveries_dropped_total",
             &[],
-        )
-        // A counter with no series yet has counted nothing.
-        .unwrap_or(0.0);
+        );
         assert_eq!(dropped, 0.0);
     }
     // B gets the key: everything arrives, signed with the one secret.
@@ -495,12 +493,11 @@ async fn a_delivery_stage_whose_view_is_behind_waits_instead_of_dropping() {
         .wait_completed(&sub, &want, std::time::Duration::from_secs(60))
         .await;
     receiver.assert_delivered(&[(sub.as_str(), &want)], 0);
-    let dropped = sample_sum_if_present(
+    let dropped = counter_sum_or_zero(
         &metrics(&deliver).await,
         "rewardhooks_deliveries_dropped_total",
         &[],
-    )
-    .unwrap_or(0.0);
+    );
     assert_eq!(dropped, 0.0, "a view that was behind dropped deliveries");
 }
 

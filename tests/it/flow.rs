@@ -42,10 +42,28 @@ async fn rate_limited_run(instances: usize) {
         i.wait_assigned().await;
     }
     if instances > 1 {
-        // Both instances share the partitions once the group settles. (A
-        // fixed wait: Tansu answers neither ListGroups nor DescribeGroups,
-        // so the group state cannot be polled.)
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        // Both instances share the partitions once the groups settle
+        // (Tansu answers neither ListGroups nor DescribeGroups: each
+        // instance's /readyz says what it holds).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut held = Vec::new();
+            for i in &running {
+                let body = readyz_until(i, Duration::ZERO, |_| true).await;
+                for stage in ["fanout", "deliver"] {
+                    held.push(body["stages"][stage]["partitions"].as_u64().unwrap_or(0));
+                }
+            }
+            // Each holds partitions of both groups: both joined both.
+            if held.iter().all(|n| *n > 0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group never settled: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     produce_many(&deployment, "points.earned", "evt_rl", 100).await;
     eventually("all 100 delivered", Duration::from_secs(90), || {
@@ -134,7 +152,11 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("rewardhooks_circuit_open 1"), "{metrics}");
+    assert_eq!(
+        sample(&parse_metrics(&metrics), "rewardhooks_circuit_open", &[]),
+        1.0,
+        "{metrics}"
+    );
     // No attempts during the cool-down, then a single probe.
     while opened.elapsed() < Duration::from_secs(4) {
         assert_eq!(
@@ -152,6 +174,91 @@ async fn a_timing_out_subscriber_opens_its_circuit_and_costs_the_healthy_one_not
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(bad.count(), attempts_when_opened + 1, "one probe at a time");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_breaker_lets_one_probe_out_at_a_time_and_a_successful_probe_closes_it() {
+    // Eight requests may run at once, so one probe at a time is the
+    // breaker's doing, not the concurrency limit's. Every request takes
+    // `delay` and fails (500) until the endpoint recovers.
+    let delay = Duration::from_secs(2);
+    let deployment = Deployment::new("probe")
+        .delivery("timeout = \"10s\"")
+        .delivery(
+            "retry_schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"]",
+        )
+        .delivery("max_in_flight_per_subscription = 8")
+        .delivery(r#"lane_max_wait = "120s""#)
+        .delivery("circuit_breaker_threshold = 3")
+        .delivery("circuit_breaker_cooldown = \"4s\"");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(500, delay).await;
+    let api = instance.api_client("alice-token");
+    let (id, secret) = api.subscribe(&receiver.url, &["tier.changed"], None).await;
+    receiver.expect(&id, &secret);
+    instance.wait_assigned().await;
+    let total = 20;
+    produce_many(&deployment, "tier.changed", "evt_pr", total).await;
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{id}"),
+            Duration::from_secs(60),
+            |v| v["circuit"] == "open",
+        )
+        .await;
+    assert_eq!(sub["circuit"], "open", "{sub}");
+    assert_eq!(
+        sample(&metrics(&instance).await, "rewardhooks_circuit_open", &[]),
+        1.0
+    );
+    // The failures that opened it have all been answered.
+    eventually(
+        "the opening failures answered",
+        Duration::from_secs(30),
+        || receiver.completed().len() == receiver.count(),
+    )
+    .await;
+    let opened_with = receiver.count();
+    assert!(
+        opened_with >= 3,
+        "the threshold's failures ran concurrently ({opened_with})"
+    );
+    // The first probe: once it is answered, nothing else arrived while it
+    // was out, although seven more requests were allowed and a backlog
+    // waited.
+    eventually("a probe was answered", Duration::from_secs(60), || {
+        receiver.completed().len() > opened_with
+    })
+    .await;
+    let arrived = receiver.received();
+    let probe = &arrived[opened_with];
+    let during_probe = arrived[opened_with + 1..]
+        .iter()
+        .filter(|r| r.at < probe.at + delay)
+        .count();
+    assert_eq!(during_probe, 0, "one probe at a time");
+    // The endpoint recovers: the next probe succeeds and closes the circuit,
+    // and the backlog flows.
+    receiver.set_status(200);
+    let want: std::collections::BTreeSet<String> =
+        (0..total).map(|n| format!("evt_pr{n}")).collect();
+    receiver
+        .wait_completed(&id, &want, Duration::from_secs(120))
+        .await;
+    let sub = api
+        .get_until(
+            &format!("/v1/subscriptions/{id}"),
+            Duration::from_secs(30),
+            |v| v["circuit"] == "closed",
+        )
+        .await;
+    assert_eq!(sub["circuit"], "closed", "{sub}");
+    assert_eq!(
+        sample(&metrics(&instance).await, "rewardhooks_circuit_open", &[]),
+        0.0
+    );
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    receiver.assert_delivered(&[(id.as_str(), &want)], 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,6 +305,21 @@ async fn a_subscription_failing_for_disable_after_is_disabled_and_can_be_re_enab
         v.get("disabled_reason").is_none() && v.get("failing_since").is_none(),
         "{v}"
     );
+    // Re-enabled, with the endpoint healthy again: deliveries resume.
+    receiver.set_status(200);
+    let e = event("points.earned", "evt_ad2", sample_data("points.earned", 2));
+    produce_structured(&producer(), &deployment.input, &e).await;
+    eventually(
+        "a delivery after re-enabling",
+        Duration::from_secs(60),
+        || {
+            receiver
+                .delivered()
+                .iter()
+                .any(|r| r.event_id() == "evt_ad2")
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

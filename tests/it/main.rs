@@ -14,6 +14,7 @@ mod operations;
 mod owners;
 mod pipeline;
 mod portal;
+mod promises;
 mod retry;
 mod security;
 mod selfservice;

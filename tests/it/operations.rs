@@ -154,7 +154,11 @@ async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_o
         assert!(v["stages"][stage]["partitions"].as_u64() > Some(0), "{v}");
         let (status, body) = get(&format!("{}/metrics", instance.api)).await;
         assert_eq!(status, 200, "{stage} /metrics");
-        assert!(body.contains("rewardhooks_build_info"), "{stage}: {body}");
+        assert_eq!(
+            sample_sum(&parse_metrics(&body), "rewardhooks_build_info", &[]),
+            1.0,
+            "{stage}: {body}"
+        );
         // The ops port is not the API.
         let (status, _) = get(&format!("{}/v1/subscriptions", instance.api)).await;
         assert_eq!(status, 404, "{stage}: the ops port serves the API");
@@ -167,8 +171,8 @@ async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_o
     api.api_client(ADMIN_TOKEN)
         .subscribe(&receiver.url, &["points.earned"], None)
         .await;
-    // Both stages follow the subscriptions topic; give them the write.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No wait: a subscription acknowledged before an event is produced
+    // gets it (the read fence), on split roles too.
     produce_many(&deployment, "points.earned", "evt_split", 3).await;
     eventually("delivered by split roles", Duration::from_secs(60), || {
         receiver.distinct_ids().len() >= 3
@@ -190,16 +194,49 @@ async fn fan_out_only_and_deliver_only_instances_are_probed_and_scraped_on_the_o
 async fn a_standby_beyond_the_partition_count_is_ready_with_no_partitions() {
     let mut deployment = Deployment::new("standby");
     deployment.partitions = 1;
+    // Alone, the first instance holds every partition fan-out reads (the
+    // input topic's and the operational topic's).
     let first = Instance::start_roles(&deployment, "fanout").await;
-    let standby = Instance::start_roles(&deployment, "fanout").await;
-    let (status, body) = get(&format!("{}/readyz", standby.api)).await;
-    assert_eq!(status, 200, "{body}");
     let held = |body: &str| {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        v["stages"]["fanout"]["partitions"].as_u64().unwrap()
+        v["stages"]["fanout"]["partitions"].as_u64().unwrap_or(0)
     };
-    let first_body = get(&format!("{}/readyz", first.api)).await.1;
-    assert_eq!(held(&first_body) + held(&body), 1, "{first_body} {body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = loop {
+        let n = held(&get(&format!("{}/readyz", first.api)).await.1);
+        if n > 0 {
+            break n;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first instance got no partitions"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // One member more than partitions: at least one is a standby, and every
+    // member is ready.
+    let mut instances = vec![first];
+    for _ in 0..total {
+        instances.push(Instance::start_roles(&deployment, "fanout").await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut bodies = Vec::new();
+        for i in &instances {
+            let (status, body) = get(&format!("{}/readyz", i.api)).await;
+            assert_eq!(status, 200, "{body}");
+            bodies.push(body);
+        }
+        let holds: Vec<u64> = bodies.iter().map(|b| held(b)).collect();
+        if holds.iter().sum::<u64>() == total && holds.contains(&0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no standby with every partition held once: {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

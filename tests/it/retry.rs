@@ -126,6 +126,45 @@ async fn an_always_failing_endpoint_is_dead_lettered_and_replay_delivers_it() {
     })
     .await;
     assert_eq!(receiver.received()[4].event_id(), "evt_dead");
+    // The replay wrote a fresh delivery (attempt 0, same event) to the
+    // deliveries topic and a marker (`rewardhooks-replayed`, no value) to
+    // the DLQ. Both topics read to their ends.
+    let dlq = read_topic(
+        &format!("{}.dlq", deployment.prefix),
+        deployment.partitions,
+        2,
+        Duration::from_secs(20),
+    )
+    .await;
+    let markers: Vec<_> = dlq
+        .iter()
+        .filter(|r| r.headers.contains_key("rewardhooks-replayed"))
+        .collect();
+    assert_eq!(markers.len(), 1, "one replay marker: {dlq:?}");
+    assert!(markers[0].payload.is_empty(), "a marker has no value");
+    let deliveries: Vec<_> = read_topic(
+        &format!("{}.deliveries", deployment.prefix),
+        deployment.partitions,
+        2,
+        Duration::from_secs(20),
+    )
+    .await
+    .into_iter()
+    .filter(|r| r.headers.get("rewardhooks-event-id").map(String::as_str) == Some("evt_dead"))
+    .collect();
+    assert_eq!(deliveries.len(), 2, "fanned out once, replayed once");
+    for d in &deliveries {
+        assert_eq!(
+            d.headers
+                .get("rewardhooks-attempt")
+                .map_or("0", String::as_str),
+            "0",
+            "a replay starts over at attempt 0: {:?}",
+            d.headers
+        );
+        let body: serde_json::Value = serde_json::from_slice(&d.payload).unwrap();
+        assert_eq!(body["id"], "evt_dead", "the same event and body");
+    }
 
     // Not replayed twice unless asked for explicitly.
     let (_, v) = api
@@ -323,4 +362,30 @@ async fn the_replay_command_re_enqueues_a_subscriptions_dead_letters() {
     })
     .await;
     assert_eq!(receiver.received()[2].event_id(), "evt_cli");
+    let replay = |args: &[&str]| {
+        let mut all = vec!["replay", "--subscription", sub_id.as_str()];
+        all.extend_from_slice(args);
+        let output = tokio::task::block_in_place(|| instance.command(&all));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Replayed once: a plain replay leaves it (the marker says so)...
+    let stdout = replay(&[]);
+    assert!(stdout.contains("replayed 0 dead letters"), "{stdout}");
+    // ...`--since` a later time selects nothing, even with `--again`...
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let stdout = replay(&["--since", &later, "--again"]);
+    assert!(stdout.contains("replayed 0 dead letters"), "{stdout}");
+    // ...and `--since 1h --again` sends it once more.
+    let stdout = replay(&["--since", "1h", "--again"]);
+    assert!(stdout.contains("replayed 1 dead letters"), "{stdout}");
+    eventually("replayed again", Duration::from_secs(30), || {
+        receiver.count() >= 4
+    })
+    .await;
+    assert_eq!(receiver.received()[3].event_id(), "evt_cli");
 }

@@ -1285,3 +1285,80 @@ pub async fn metrics(instance: &Instance) -> Vec<(String, BTreeMap<String, Strin
         .unwrap();
     parse_metrics(&text)
 }
+
+/// The sum of a labelled counter's series, 0 while it has none yet (a
+/// counter vector exports nothing until its first increment), but only for
+/// a metric the binary registers (`rewardhooks docs-metrics`): a renamed or
+/// removed metric fails the test instead of reading as 0.
+pub fn counter_sum_or_zero(
+    samples: &[(String, BTreeMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    assert!(
+        registered_metrics().iter().any(|m| m == name),
+        "{name} is not a metric rewardhooks registers"
+    );
+    sample_sum_if_present(samples, name, labels).unwrap_or(0.0)
+}
+
+/// Names of every metric the binary registers (from `docs-metrics`).
+pub fn registered_metrics() -> Vec<String> {
+    static NAMES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            let out = Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
+                .arg("docs-metrics")
+                .output()
+                .expect("rewardhooks docs-metrics");
+            assert!(out.status.success(), "docs-metrics failed");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split('`').next())
+                .map(str::to_string)
+                .collect()
+        })
+        .clone()
+}
+
+/// Committed offsets of the fan-out group on the input topic only, next to
+/// the partition ends: a cheaper [`group_positions`] for polling fan-out
+/// alone (it does not read the deliveries and tier topics to their ends).
+#[allow(dead_code)] // used by tests/outage.rs and tests/slow.rs
+pub async fn fanout_positions(deployment: &Deployment) -> Vec<GroupPosition> {
+    let deployment = deployment.clone();
+    tokio::task::spawn_blocking(move || {
+        let group = format!("{}.fanout", deployment.group);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("offset reader");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..deployment.partitions {
+            tpl.add_partition(&deployment.input, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        let ends = partition_ends(&deployment.input, deployment.partitions);
+        committed
+            .elements()
+            .iter()
+            .map(|e| GroupPosition {
+                group: group.clone(),
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                committed: match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                },
+                end: ends[e.partition() as usize],
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
