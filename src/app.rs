@@ -80,6 +80,13 @@ pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec
         compact: true,
         retention: None,
     });
+    // Recovery jobs: one partition, so one consumer-group member owns them.
+    specs.push(TopicSpec {
+        name: topics.recoveries.clone(),
+        partitions: 1,
+        compact: true,
+        retention: None,
+    });
     if settings.kafka.create_input_topics {
         specs.extend(settings.kafka.input_topics.iter().map(|name| TopicSpec {
             name: name.clone(),
@@ -122,6 +129,8 @@ impl App {
             topics.dlq.clone(),
             topics.deliveries.clone(),
         );
+        let recoveries =
+            crate::recovery::Recoveries::new(producer.clone(), topics.recoveries.clone());
         let shared = Arc::new(Shared {
             settings: settings.clone(),
             topics,
@@ -129,6 +138,7 @@ impl App {
             store: store.clone(),
             dead_letters: dead_letters.clone(),
             attempt_log: AttemptLog::new(settings.api.attempts_per_subscription),
+            recoveries,
             producer,
             kafka_reachable: AtomicBool::new(true),
             stuck: Default::default(),
@@ -170,6 +180,17 @@ impl App {
                 .await?;
             services.spawn(async move {
                 attempts_follower.await?;
+                Ok(())
+            });
+        }
+        // Recovery jobs: the API shows them, fan-out instances run them.
+        if roles.contains(&Role::Api) || roles.contains(&Role::Fanout) {
+            let recoveries = shared
+                .recoveries
+                .follow(&settings.kafka, stop_services.clone())
+                .await?;
+            services.spawn(async move {
+                recoveries.await?;
                 Ok(())
             });
         }
@@ -223,6 +244,7 @@ impl App {
         }
         if roles.contains(&Role::Fanout) {
             stages.spawn(crate::fanout::run(shared.clone(), stop_stages.clone()));
+            stages.spawn(crate::recovery::run(shared.clone(), stop_stages.clone()));
         }
         if roles.contains(&Role::Deliver) {
             stages.spawn(crate::delivery::run(shared.clone(), stop_stages.clone()));

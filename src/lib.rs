@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod net;
 pub mod operational;
 pub mod record;
+pub mod recovery;
 pub mod reference;
 pub mod retry;
 pub mod secrets;
