@@ -9,6 +9,7 @@ mod idempotency;
 pub mod ops;
 pub mod pages;
 mod pagination;
+pub mod recoveries;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -139,6 +140,10 @@ impl Modify for BearerAuth {
         subscriptions::attempts::attempts,
         dead_letters::list,
         dead_letters::replay,
+        recoveries::recover,
+        recoveries::get,
+        recoveries::cancel,
+        recoveries::resend,
         catalog::list,
         catalog::egress_ips,
         ops::openapi,
@@ -178,6 +183,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/subscriptions/{id}/attempts",
             get(subscriptions::attempts::attempts),
+        )
+        .route(
+            "/v1/subscriptions/{id}/recover",
+            post(recoveries::recover),
+        )
+        .route(
+            "/v1/subscriptions/{id}/resend",
+            post(recoveries::resend),
+        )
+        .route(
+            "/v1/recoveries/{id}",
+            get(recoveries::get).delete(recoveries::cancel),
         )
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
