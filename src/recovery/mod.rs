@@ -268,8 +268,64 @@ fn reader(settings: &KafkaSettings, name: &str) -> Result<BaseConsumer, KafkaErr
     config
         .set("group.id", format!("{}.{name}", settings.group_id))
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
     config.create()
+}
+
+/// Reads the assigned partitions from their assigned offsets to their
+/// ends, as the fetch reports them (some brokers answer the high watermark
+/// with the last batch's base offset, so it can be short of the end).
+fn read_to_end(
+    consumer: &BaseConsumer,
+    tpl: &TopicPartitionList,
+    deadline: Duration,
+    mut each: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<(), RecoveryError> {
+    let mut open: HashSet<(String, i32)> = tpl
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    consumer.assign(tpl)?;
+    let deadline = Instant::now() + deadline;
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            return Err(RecoveryError::Other("timed out reading to the end".into()));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => each(&msg),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.retain(|(_, partition)| *partition != p);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// The end of each partition (one past its last record), found by reading
+/// from its high watermark.
+fn true_ends(
+    settings: &KafkaSettings,
+    topic: &str,
+    highs: &HashMap<i32, i64>,
+) -> Result<HashMap<i32, i64>, RecoveryError> {
+    let consumer = reader(settings, "recover-ends")?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, high) in highs {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*high))?;
+    }
+    let mut ends = highs.clone();
+    read_to_end(&consumer, &tpl, KAFKA_TIMEOUT, |msg| {
+        let end = ends.entry(msg.partition()).or_insert(0);
+        *end = (*end).max(msg.offset() + 1);
+    })?;
+    Ok(ends)
 }
 
 /// The job's plan: every input partition's range for `[since, until)`, and
@@ -319,6 +375,8 @@ fn plan_blocking(
                 Offset::Offset(until_at.timestamp_millis()),
             )?;
         }
+        let highs: HashMap<i32, i64> = marks.iter().map(|(p, (_, h))| (*p, *h)).collect();
+        let real_ends = true_ends(settings, topic, &highs)?;
         let starts = consumer.offsets_for_times(at_since, timeout)?;
         let ends = if until.is_some() {
             Some(consumer.offsets_for_times(at_until, timeout)?)
@@ -326,7 +384,7 @@ fn plan_blocking(
             None
         };
         for p in partitions {
-            let (_, high) = marks.get(&p).copied().unwrap_or((0, 0));
+            let high = real_ends.get(&p).copied().unwrap_or(0);
             let offset_in = |list: &TopicPartitionList| match list
                 .find_partition(topic, p)
                 .map(|e| e.offset())
@@ -369,7 +427,11 @@ fn earliest_held(
         let Some(result) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let msg = result?;
+        let msg = match result {
+            Ok(msg) => msg,
+            Err(KafkaError::PartitionEOF(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
         if seen.insert((msg.topic().to_string(), msg.partition())) {
             waiting -= 1;
             if let Some(ts) = msg.timestamp().to_millis() {
@@ -393,12 +455,9 @@ pub(crate) async fn read_at(
     tokio::task::spawn_blocking(move || {
         let consumer = reader(&settings, "resend")?;
         let timeout = Timeout::After(KAFKA_TIMEOUT);
-        let (low, high) = consumer.fetch_watermarks(&source.topic, source.partition, timeout)?;
+        let (low, _) = consumer.fetch_watermarks(&source.topic, source.partition, timeout)?;
         if source.offset < low {
             return Err(RecoveryError::Expired);
-        }
-        if source.offset >= high {
-            return Err(RecoveryError::NotFound);
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
@@ -411,9 +470,10 @@ pub(crate) async fn read_at(
         while Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(msg)) if msg.offset() == source.offset => return Ok(msg.detach()),
-                Some(Ok(_)) => return Err(RecoveryError::NotFound),
-                // Deleted between the watermark and the fetch.
-                Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Ok(_)) | Some(Err(KafkaError::PartitionEOF(_))) => {
+                    return Err(RecoveryError::NotFound)
+                }
+                None => {}
                 Some(Err(e)) => return Err(e.into()),
             }
         }
@@ -466,6 +526,9 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     let mut config = client_config(kafka, ClientKind::Consumer);
     config
         .set("group.id", format!("{}.recover", kafka.group_id))
+        // Sticky: an instance joining does not take the jobs from the one
+        // running them; only a departure moves them.
+        .set("partition.assignment.strategy", crate::kafka::FANOUT_ASSIGNMENT)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest");
     let consumer: StreamConsumer = config.create()?;
@@ -537,44 +600,17 @@ fn written_since_checkpoint(
         return Ok(written);
     }
     let consumer = reader(settings, "recover-resume")?;
-    let timeout = Timeout::After(KAFKA_TIMEOUT);
     let mut tpl = TopicPartitionList::new();
-    let mut ends = HashMap::new();
     for (p, from) in &job.deliveries_from {
-        let (_, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-        if *from < high {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*from))?;
-            ends.insert(*p, high);
-        }
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*from))?;
     }
-    if ends.is_empty() {
-        return Ok(written);
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ends.is_empty() {
-        if Instant::now() > deadline {
-            return Err(RecoveryError::Other(
-                "timed out reading the deliveries written since the checkpoint".into(),
-            ));
-        }
-        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let msg = match result {
-            Ok(msg) => msg,
-            Err(KafkaError::PartitionEOF(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
+    read_to_end(&consumer, &tpl, Duration::from_secs(120), |msg| {
         if let Ok(h) = DeliveryHeaders::from_kafka(msg.headers()) {
             if h.recovery.as_deref() == Some(job.id.as_str()) {
                 written.extend(h.source);
             }
         }
-        if ends.get(&msg.partition()).is_some_and(|e| msg.offset() + 1 >= *e) {
-            ends.remove(&msg.partition());
-        }
-    }
+    })?;
     Ok(written)
 }
 

@@ -12,6 +12,7 @@ mod flow;
 mod observability;
 mod operations;
 mod pipeline;
+mod recover;
 mod retry;
 mod security;
 mod selfservice;
