@@ -42,6 +42,11 @@ use crate::subscriptions::live::LiveSubscription;
 
 /// Input records read between checkpoints, at most.
 const BATCH: usize = 500;
+/// A job pauses while the delivery stage is this many records behind its
+/// last write on the subscription's deliveries partition, so its
+/// deliveries never queue far ahead of live ones in the subscription's
+/// lane.
+const MAX_AHEAD: i64 = 500;
 /// Kafka calls made while planning or reading one record wait this long.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -359,13 +364,19 @@ fn plan_blocking(
             .iter()
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
-        let mut at_since = TopicPartitionList::new();
-        let mut at_until = TopicPartitionList::new();
-        let mut marks = HashMap::new();
+        let mut highs = HashMap::new();
+        let mut lows = HashMap::new();
         for p in &partitions {
             let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
-            marks.insert(*p, (low, high));
-            if low < high {
+            lows.insert(*p, low);
+            highs.insert(*p, high);
+        }
+        let real_ends = true_ends(settings, topic, &highs)?;
+        let mut at_since = TopicPartitionList::new();
+        let mut at_until = TopicPartitionList::new();
+        for p in &partitions {
+            let (low, end) = (lows[p], real_ends.get(p).copied().unwrap_or(0));
+            if low < end {
                 firsts.add_partition_offset(topic, *p, Offset::Offset(low))?;
             }
             at_since.add_partition_offset(topic, *p, Offset::Offset(since.timestamp_millis()))?;
@@ -375,8 +386,6 @@ fn plan_blocking(
                 Offset::Offset(until_at.timestamp_millis()),
             )?;
         }
-        let highs: HashMap<i32, i64> = marks.iter().map(|(p, (_, h))| (*p, *h)).collect();
-        let real_ends = true_ends(settings, topic, &highs)?;
         let starts = consumer.offsets_for_times(at_since, timeout)?;
         let ends = if until.is_some() {
             Some(consumer.offsets_for_times(at_until, timeout)?)
@@ -384,16 +393,26 @@ fn plan_blocking(
             None
         };
         for p in partitions {
-            let high = real_ends.get(&p).copied().unwrap_or(0);
-            let offset_in = |list: &TopicPartitionList| match list
+            let (low, high) = (lows[&p], real_ends.get(&p).copied().unwrap_or(0));
+            let hint = |list: &TopicPartitionList| match list
                 .find_partition(topic, p)
                 .map(|e| e.offset())
             {
-                Some(Offset::Offset(o)) => o.min(high),
+                Some(Offset::Offset(o)) => o.clamp(low, high),
                 _ => high,
             };
-            let next = offset_in(&starts);
-            let end = ends.as_ref().map_or(high, offset_in);
+            let bounds = Bounds {
+                consumer: &consumer,
+                topic,
+                partition: p,
+                low,
+                end: high,
+            };
+            let next = bounds.offset_for_time(since.timestamp_millis(), hint(&starts))?;
+            let end = match &ends {
+                Some(ends) => bounds.offset_for_time(until_at.timestamp_millis(), hint(ends))?,
+                None => high,
+            };
             ranges.push(PartitionRange {
                 topic: topic.clone(),
                 partition: p,
@@ -408,6 +427,79 @@ fn plan_blocking(
         }
     }
     Ok((until_at, ranges))
+}
+
+/// One partition's offsets `[low, end)`, searched by record time.
+struct Bounds<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+    low: i64,
+    end: i64,
+}
+
+impl Bounds<'_> {
+    /// The first record at or after `offset`: (its offset, its timestamp);
+    /// `None` past the end.
+    fn record_at(&self, offset: i64) -> Result<Option<(i64, i64)>, RecoveryError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(offset))?;
+        self.consumer.assign(&tpl)?;
+        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m))
+                    if m.topic() == self.topic
+                        && m.partition() == self.partition
+                        && m.offset() >= offset =>
+                {
+                    return Ok(Some((m.offset(), m.timestamp().to_millis().unwrap_or(0))));
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) if p == self.partition => return Ok(None),
+                Some(Err(KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        Err(RecoveryError::Other(format!(
+            "timed out reading {}[{}] at {offset}",
+            self.topic, self.partition
+        )))
+    }
+
+    /// The first offset whose record's timestamp is at or after `t` (the
+    /// end when none is). `hint` is the broker's offsets-for-times answer,
+    /// used when the records around it confirm it (some Kafka-compatible
+    /// brokers ignore the timestamp); otherwise a binary search by record
+    /// time.
+    fn offset_for_time(&self, t: i64, hint: i64) -> Result<i64, RecoveryError> {
+        if self.low >= self.end {
+            return Ok(self.end);
+        }
+        let at_or_after = |c: i64| -> Result<bool, RecoveryError> {
+            Ok(c >= self.end || self.record_at(c)?.is_none_or(|(_, ts)| ts >= t))
+        };
+        let before = |c: i64| -> Result<bool, RecoveryError> {
+            if c <= self.low {
+                return Ok(true);
+            }
+            // The record just before `c`: found by reading from c - 1.
+            Ok(self
+                .record_at(c - 1)?
+                .is_some_and(|(o, ts)| o >= c || ts < t))
+        };
+        if at_or_after(hint)? && before(hint)? {
+            return Ok(hint);
+        }
+        let (mut lo, mut hi) = (self.low, self.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.record_at(mid)? {
+                Some((found, ts)) if ts < t => lo = found + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
 }
 
 /// The time of the oldest record still held in any input partition.
@@ -675,6 +767,9 @@ async fn run_job(
         consumer.assign(&tpl)?;
     }
     let consumer = Arc::new(consumer);
+    let mut checker = client_config(&shared.settings.kafka, ClientKind::Consumer);
+    checker.set("group.id", crate::kafka::deliver_group(&shared.settings.kafka));
+    let checker: BaseConsumer = checker.create()?;
     let rate = f64::from(shared.settings.recovery.max_events_per_second.max(1));
     let started = Instant::now();
     let mut read_this_run: u64 = 0;
@@ -694,6 +789,9 @@ async fn run_job(
             let why = "the subscription was deleted".to_string();
             return finish(shared, job, RecoveryStatus::Failed, Some(why)).await;
         };
+        if !wait_for_delivery(shared, &checker, &job, stop).await {
+            return Ok(());
+        }
         let batch = read_batch(&consumer, &job).await?;
         let mut acks = Vec::new();
         for msg in &batch {
@@ -773,6 +871,54 @@ async fn run_job(
         }
     }
     finish(shared, job, RecoveryStatus::Finished, None).await
+}
+
+/// Waits while the delivery stage is more than [`MAX_AHEAD`] records
+/// behind the job's last write (its committed offset on the partition the
+/// job writes to). False when stopped.
+async fn wait_for_delivery(
+    shared: &Shared,
+    checker: &BaseConsumer,
+    job: &Recovery,
+    stop: &CancellationToken,
+) -> bool {
+    // Known once the job has written: a subscription's deliveries all go
+    // to one partition.
+    let [(partition, next)] = job
+        .deliveries_from
+        .iter()
+        .map(|(p, o)| (*p, *o))
+        .collect::<Vec<_>>()[..]
+    else {
+        return true;
+    };
+    loop {
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition(&shared.topics.deliveries, partition)
+            .set_offset(Offset::Invalid)
+            .is_err()
+        {
+            return true;
+        }
+        let committed = tokio::task::block_in_place(|| {
+            checker.committed_offsets(tpl, Timeout::After(KAFKA_TIMEOUT))
+        });
+        let behind = match committed.ok().and_then(|c| {
+            c.find_partition(&shared.topics.deliveries, partition)
+                .map(|e| e.offset())
+        }) {
+            Some(Offset::Offset(done)) => next - done,
+            _ => return true,
+        };
+        if behind <= MAX_AHEAD {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
 }
 
 /// Up to [`BATCH`] records, or what arrived within half a second.

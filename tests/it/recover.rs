@@ -260,14 +260,14 @@ async fn the_recover_cli_runs_a_job_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_twice() {
-    // 6,000 events at 1,000 a second: the job runs for about six seconds,
-    // long enough to kill its instance halfway on this machine (the issue's
-    // 20,000 takes the same path, only longer).
-    let total = 6000;
+    // 4,000 events at most 500 a second: the job runs for eight seconds or
+    // more, long enough to kill its instance halfway on this 2-core machine
+    // (the 20,000 takes the same path, only longer).
+    let total = 4000;
     let mut deployment = Deployment::new("recover-kill");
     deployment.env.push((
         "REWARDHOOKS__RECOVERY__MAX_EVENTS_PER_SECOND".into(),
-        "1000".into(),
+        "500".into(),
     ));
     // The first instance runs the recovery jobs (it is alone in the group
     // when it starts) and delivers nothing, so every repeat at the receiver
