@@ -131,7 +131,11 @@ impl AttemptLog {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         let list = view.lists.get(subscription_id)?;
-        let mut found = list.iter().rev().filter(|a| a.event_id == event_id).peekable();
+        let mut found = list
+            .iter()
+            .rev()
+            .filter(|a| a.event_id == event_id)
+            .peekable();
         found.peek()?;
         Some(found.find_map(|a| a.source.clone()))
     }

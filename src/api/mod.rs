@@ -184,14 +184,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/subscriptions/{id}/attempts",
             get(subscriptions::attempts::attempts),
         )
-        .route(
-            "/v1/subscriptions/{id}/recover",
-            post(recoveries::recover),
-        )
-        .route(
-            "/v1/subscriptions/{id}/resend",
-            post(recoveries::resend),
-        )
+        .route("/v1/subscriptions/{id}/recover", post(recoveries::recover))
+        .route("/v1/subscriptions/{id}/resend", post(recoveries::resend))
         .route(
             "/v1/recoveries/{id}",
             get(recoveries::get).delete(recoveries::cancel),

@@ -16,9 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::subscriptions::find_live;
 use super::{ApiJson, ApiPath, AppState};
 use crate::record::SourcePosition;
-use crate::recovery::{
-    self, IdempotencyStamp, Recovery, RecoveryError, RecoveryStatus,
-};
+use crate::recovery::{self, IdempotencyStamp, Recovery, RecoveryError, RecoveryStatus};
 
 const MAX_EVENT_TYPES: usize = 64;
 
@@ -151,7 +149,10 @@ pub async fn recover(
         None => None,
         Some((key, hash)) => {
             // A job created through another instance is seen.
-            recoveries.fence().await.map_err(|e| kafka_unavailable(&e))?;
+            recoveries
+                .fence()
+                .await
+                .map_err(|e| kafka_unavailable(&e))?;
             match recoveries.by_idempotency_key(&caller_name, &key) {
                 Some(job) if job.idempotency.as_ref().is_some_and(|s| s.hash == hash) => {
                     return Ok(accepted(&job));
@@ -213,7 +214,10 @@ async fn find_job(state: &AppState, caller: &Caller, id: &str) -> Result<Recover
     let job = match recoveries.get(id) {
         Some(job) => Some(job),
         None => {
-            recoveries.fence().await.map_err(|e| kafka_unavailable(&e))?;
+            recoveries
+                .fence()
+                .await
+                .map_err(|e| kafka_unavailable(&e))?;
             recoveries.get(id)
         }
     };

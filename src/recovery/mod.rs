@@ -33,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaSettings;
 use crate::context::Shared;
+use crate::events::filter::type_matches;
 use crate::events::{decode, Event};
 use crate::kafka::follower::{Applied, Follower};
 use crate::kafka::{client_config, ClientKind, OwnedRecord};
 use crate::record::{DeliveryHeaders, SourcePosition};
-use crate::events::filter::type_matches;
 use crate::subscriptions::live::LiveSubscription;
 
 /// Input records read between checkpoints, at most.
@@ -394,13 +394,12 @@ fn plan_blocking(
         };
         for p in partitions {
             let (low, high) = (lows[&p], real_ends.get(&p).copied().unwrap_or(0));
-            let hint = |list: &TopicPartitionList| match list
-                .find_partition(topic, p)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o.clamp(low, high),
-                _ => high,
-            };
+            let hint =
+                |list: &TopicPartitionList| match list.find_partition(topic, p).map(|e| e.offset())
+                {
+                    Some(Offset::Offset(o)) => o.clamp(low, high),
+                    _ => high,
+                };
             let bounds = Bounds {
                 consumer: &consumer,
                 topic,
@@ -620,7 +619,10 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         .set("group.id", format!("{}.recover", kafka.group_id))
         // Sticky: an instance joining does not take the jobs from the one
         // running them; only a departure moves them.
-        .set("partition.assignment.strategy", crate::kafka::FANOUT_ASSIGNMENT)
+        .set(
+            "partition.assignment.strategy",
+            crate::kafka::FANOUT_ASSIGNMENT,
+        )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "latest");
     let consumer: StreamConsumer = config.create()?;
@@ -657,17 +659,14 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         let Some(token) = &owning else { continue };
         tasks.retain(|_, t| !t.is_finished());
         for job in shared.recoveries.running() {
-            if !tasks.contains_key(&job.id) {
-                let (shared, token, id) = (shared.clone(), token.clone(), job.id.clone());
-                tasks.insert(
-                    job.id,
-                    tokio::spawn(async move {
-                        if let Err(e) = run_job(&shared, &id, &token).await {
-                            tracing::warn!(recovery_id = %id, error = %e, "Recovery job interrupted; it resumes from its checkpoint.");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }),
-                );
+            if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(job.id) {
+                let (shared, token, id) = (shared.clone(), token.clone(), slot.key().clone());
+                slot.insert(tokio::spawn(async move {
+                    if let Err(e) = run_job(&shared, &id, &token).await {
+                        tracing::warn!(recovery_id = %id, error = %e, "Recovery job interrupted; it resumes from its checkpoint.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }));
             }
         }
     }
@@ -768,7 +767,10 @@ async fn run_job(
     }
     let consumer = Arc::new(consumer);
     let mut checker = client_config(&shared.settings.kafka, ClientKind::Consumer);
-    checker.set("group.id", crate::kafka::deliver_group(&shared.settings.kafka));
+    checker.set(
+        "group.id",
+        crate::kafka::deliver_group(&shared.settings.kafka),
+    );
     let checker: BaseConsumer = checker.create()?;
     let rate = f64::from(shared.settings.recovery.max_events_per_second.max(1));
     let started = Instant::now();
@@ -828,7 +830,13 @@ async fn run_job(
                 job.written += 1;
                 continue;
             }
-            let record = delivery_record(shared, &job.subscription_id, &event, source, Some(job.id.clone()));
+            let record = delivery_record(
+                shared,
+                &job.subscription_id,
+                &event,
+                source,
+                Some(job.id.clone()),
+            );
             acks.push(tokio::spawn({
                 let producer = shared.producer.clone();
                 async move { record.produce_durably_at(&producer).await }
@@ -838,8 +846,9 @@ async fn run_job(
         // a record at end - 1 (gaps, transaction markers).
         for r in job.partitions.iter_mut().filter(|r| r.next < r.end) {
             if let Ok(positions) = consumer.position() {
-                if let Some(Offset::Offset(o)) =
-                    positions.find_partition(&r.topic, r.partition).map(|e| e.offset())
+                if let Some(Offset::Offset(o)) = positions
+                    .find_partition(&r.topic, r.partition)
+                    .map(|e| e.offset())
                 {
                     if batch.is_empty() && o >= r.end {
                         r.next = r.end;

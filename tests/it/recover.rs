@@ -136,15 +136,23 @@ async fn recovering_a_window_sends_exactly_its_events_again_signed_with_their_id
     assert_eq!(status, 404, "recovery ids are scoped to their owner");
 
     let job = wait_finished(&alice, &id, Duration::from_secs(120)).await;
-    assert_eq!((job["matched"].as_u64(), job["written"].as_u64()), (Some(100), Some(100)), "{job}");
+    assert_eq!(
+        (job["matched"].as_u64(), job["written"].as_u64()),
+        (Some(100), Some(100)),
+        "{job}"
+    );
     let middle: BTreeSet<String> = (100..200).map(|n| format!("evt_w{n}")).collect();
-    eventually("the middle 100 arrive again", Duration::from_secs(60), || {
-        per_event(&receiver, &sub)
-            .iter()
-            .filter(|(_, n)| **n == 2)
-            .count()
-            >= 100
-    })
+    eventually(
+        "the middle 100 arrive again",
+        Duration::from_secs(60),
+        || {
+            per_event(&receiver, &sub)
+                .iter()
+                .filter(|(_, n)| **n == 2)
+                .count()
+                >= 100
+        },
+    )
     .await;
     // Nothing else comes again: give stragglers a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -156,7 +164,11 @@ async fn recovering_a_window_sends_exactly_its_events_again_signed_with_their_id
         .collect();
     assert_eq!(twice, middle, "exactly the window's events, with their ids");
     assert!(tally.values().all(|n| *n <= 2), "{tally:?}");
-    assert!(receiver.bad_signatures().is_empty(), "{:?}", receiver.bad_signatures());
+    assert!(
+        receiver.bad_signatures().is_empty(),
+        "{:?}",
+        receiver.bad_signatures()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,9 +285,11 @@ async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_
     // when it starts) and delivers nothing, so every repeat at the receiver
     // would be the job's.
     let mut runner = Instance::start_roles(&deployment, "fanout,api").await;
-    eventually("the first instance runs recoveries", Duration::from_secs(60), || {
-        runner.logged("This instance runs the recovery jobs.")
-    })
+    eventually(
+        "the first instance runs recoveries",
+        Duration::from_secs(60),
+        || runner.logged("This instance runs the recovery jobs."),
+    )
     .await;
     let other = Instance::start(&deployment).await;
     other.wait_assigned().await;
@@ -313,7 +327,11 @@ async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_
     let live_producer = producer();
     let mut sent = Vec::new();
     for n in 0..30 {
-        let e = event("points.earned", &format!("evt_live{n}"), sample_data("points.earned", n));
+        let e = event(
+            "points.earned",
+            &format!("evt_live{n}"),
+            sample_data("points.earned", n),
+        );
         sent.push((format!("evt_live{n}"), Instant::now()));
         produce_structured(&live_producer, &deployment.input, &e).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -350,6 +368,14 @@ async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_
 
     let job = wait_finished(&alice, &id, Duration::from_secs(180)).await;
     assert_eq!(job["written"].as_u64(), Some(total as u64), "{job}");
+    assert!(
+        other.logged("This instance runs the recovery jobs."),
+        "the other instance took the job over"
+    );
+    println!(
+        "takeover found deliveries written after the last checkpoint: {}",
+        other.logged("skipping what it already wrote")
+    );
     let window: BTreeSet<String> = (0..total).map(|n| format!("evt_k{n}")).collect();
     receiver
         .wait_completed(&sub, &window, Duration::from_secs(120))
