@@ -46,7 +46,7 @@ const BATCH: usize = 500;
 /// last write on the subscription's deliveries partition, so its
 /// deliveries never queue far ahead of live ones in the subscription's
 /// lane.
-const MAX_AHEAD: i64 = 500;
+const MAX_AHEAD: i64 = 100;
 /// Kafka calls made while planning or reading one record wait this long.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
