@@ -352,7 +352,7 @@ async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_
         .call(
             "POST",
             &format!("/v1/subscriptions/{sub}/recover"),
-            Some(json!({"since": rfc3339(base)})),
+            Some(json!({"since": rfc3339(base), "until": rfc3339(base + total as i64 * 10)})),
         )
         .await;
     assert_eq!(status, 202, "{job}");
