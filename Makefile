@@ -1,7 +1,7 @@
 # rewardhooks: the two commands are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
+.PHONY: browser check-guarantees bench-micro docs examples guide run demo build release test test-alerts test-deploy test-docker fuzz unit lint fmt check-config openapi bench clean-broker
 
 ## Start everything on an embedded Kafka (no Kafka needed).
 run:
@@ -19,10 +19,17 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy test-docker examples guide check-guarantees
+test: test-alerts test-deploy test-docker examples guide check-guarantees browser
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --benches
+
+## The portal's browser test needs Debian's chromium and chromium-driver:
+## installed when missing (as root); a failed install is an error when
+## CHECKS_REQUIRED=1 (CI), otherwise the browser test skips with a message.
+browser:
+	@scripts/install-browser.sh || { echo "browser not installed: the portal browser test will skip" >&2; \
+	  if [ "$${CHECKS_REQUIRED:-0}" = 1 ]; then exit 1; fi; }
 
 ## docs/guarantees.md names only tests that exist (and prints its counts).
 check-guarantees:

@@ -203,6 +203,10 @@ pub struct ApiSettings {
     pub write_timeout: Duration,
     pub max_subscriptions_per_owner: usize,
     pub attempts_per_subscription: usize,
+    /// Origins that may show `/portal` in a frame (CSP `frame-ancestors`);
+    /// empty: none.
+    #[serde(default)]
+    pub portal_frame_ancestors: Vec<String>,
     #[serde(default)]
     pub tokens: BTreeMap<String, String>,
 }
@@ -223,6 +227,26 @@ fn redact(value: &str) -> &'static str {
     } else {
         "<redacted>"
     }
+}
+
+/// Whether `source` may stand in `frame-ancestors`: `'self'`, or an origin
+/// (`https://host[:port]`, a `*.` wildcard host allowed) with nothing that
+/// could end the directive or add another.
+pub fn is_frame_source(source: &str) -> bool {
+    if source == "'self'" {
+        return true;
+    }
+    let Some(rest) = source
+        .strip_prefix("https://")
+        .or_else(|| source.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
 }
 
 /// Keys whose values never leave the process (logs, `check-config`).
@@ -415,6 +439,17 @@ impl Settings {
         }
         if self.api.tokens.values().any(|t| t.is_empty()) {
             return Err(invalid("api.tokens", "a token must not be empty"));
+        }
+        if let Some(bad) = self
+            .api
+            .portal_frame_ancestors
+            .iter()
+            .find(|s| !is_frame_source(s))
+        {
+            return Err(invalid(
+                "api.portal_frame_ancestors",
+                format!("{bad:?} is not an origin like \"https://platform.example.com\" or 'self'"),
+            ));
         }
         Ok(())
     }

@@ -117,6 +117,7 @@ mod tests {
             write_timeout: std::time::Duration::from_secs(1),
             max_subscriptions_per_owner: 10,
             attempts_per_subscription: 10,
+            portal_frame_ancestors: Vec::new(),
             tokens: BTreeMap::from([
                 ("alice".to_string(), "alice-token".to_string()),
                 ("bob".to_string(), hashed),

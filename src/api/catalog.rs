@@ -71,3 +71,50 @@ pub async fn egress_ips(
         next_cursor: None,
     }))
 }
+
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterCheckRequest {
+    /// A subscription filter, as `filter` of a subscription takes it.
+    #[schema(value_type = Object)]
+    pub filter: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilterCheck {
+    #[serde(rename = "type")]
+    pub name: String,
+    /// Whether the filter matches this type's catalog example.
+    pub matches: bool,
+}
+
+/// Whether a filter matches each catalog example, evaluated by the same
+/// code as fan-out (the portal's filter editor shows it as you type).
+#[utoipa::path(post, path = "/v1/event-types/filter-check", tag = "event-types",
+    request_body = FilterCheckRequest,
+    responses(
+        (status = 200, body = Page<FilterCheck>),
+        (status = 401, body = ErrorBody),
+        (status = 422, description = "The filter does not compile (code invalid_filter)", body = ErrorBody),
+    ))]
+pub async fn filter_check(
+    State(state): State<AppState>,
+    _caller: Caller,
+    super::ApiJson(body): super::ApiJson<FilterCheckRequest>,
+) -> Result<Json<Page<FilterCheck>>, ApiError> {
+    let filter = crate::events::filter::Filter::compile(&body.filter)
+        .map_err(|e| ApiError::invalid("invalid_filter", e.to_string()))?;
+    let data = state
+        .shared
+        .catalog
+        .iter()
+        .map(|t| FilterCheck {
+            name: t.name.clone(),
+            matches: filter.matches(&t.example_event(format!("evt_example_{}", t.name))),
+        })
+        .collect();
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
+}

@@ -9,6 +9,7 @@ mod idempotency;
 pub mod ops;
 pub mod pages;
 mod pagination;
+pub mod portal;
 pub mod recoveries;
 pub mod subscriptions;
 
@@ -138,6 +139,7 @@ impl Modify for BearerAuth {
         subscriptions::secret::rotate_secret,
         subscriptions::test::test,
         subscriptions::attempts::attempts,
+        subscriptions::stats::stats,
         dead_letters::list,
         dead_letters::replay,
         recoveries::recover,
@@ -145,6 +147,7 @@ impl Modify for BearerAuth {
         recoveries::cancel,
         recoveries::resend,
         catalog::list,
+        catalog::filter_check,
         catalog::egress_ips,
         ops::openapi,
         ops::metrics,
@@ -157,6 +160,7 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn router(state: AppState) -> Router {
+    let portal = portal::router(&state.shared.settings.api.portal_frame_ancestors);
     Router::new()
         .route(
             "/v1/subscriptions",
@@ -190,6 +194,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/recoveries/{id}",
             get(recoveries::get).delete(recoveries::cancel),
         )
+        .route(
+            "/v1/subscriptions/{id}/stats",
+            get(subscriptions::stats::stats),
+        )
+        .route("/v1/event-types/filter-check", post(catalog::filter_check))
         .route("/v1/dead-letters", get(dead_letters::list))
         .route("/v1/dead-letters/replay", post(dead_letters::replay))
         .route("/v1/event-types", get(catalog::list))
@@ -207,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(ops::router(state.shared))
         .merge(pages::router())
+        .merge(portal)
 }
 
 /// Serves the API until `cancel` fires, then finishes open requests.

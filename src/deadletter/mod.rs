@@ -59,6 +59,9 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub last_status: Option<u16>,
+    /// Why it was dead-lettered: exhausted, gone, subscription_disabled,
+    /// refused, paused_too_long, undeliverable.
+    pub reason: Option<String>,
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub dead_at: Option<DateTime<Utc>>,
     pub replayed_at: Option<DateTime<Utc>>,
@@ -186,6 +189,7 @@ impl DeadLetters {
                     attempts: h.attempts,
                     last_error: h.last_error,
                     last_status: h.last_status,
+                    reason: h.dead_reason.map(|r| r.as_str().to_string()),
                     first_attempt_at: millis(h.first_attempt_ms),
                     dead_at: millis(h.dead_at_ms),
                     replayed_at: None,

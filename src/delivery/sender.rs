@@ -44,6 +44,10 @@ pub struct AttemptResult {
     pub error: Option<String>,
     pub response_body: String,
     pub duration: Duration,
+    /// The request headers that went out (values of custom and
+    /// authorization headers redacted), for the test webhook's answer;
+    /// empty when no request left.
+    pub sent_headers: Vec<(String, String)>,
 }
 
 impl AttemptResult {
@@ -56,6 +60,7 @@ impl AttemptResult {
             error: Some(error),
             response_body: String::new(),
             duration: started.elapsed(),
+            sent_headers: Vec::new(),
         }
     }
 
@@ -68,6 +73,7 @@ impl AttemptResult {
             error: Some(reason),
             response_body: String::new(),
             duration: started.elapsed(),
+            sent_headers: Vec::new(),
         }
     }
 
@@ -215,6 +221,7 @@ impl Sender {
                 }
             }
         }
+        let sent_headers = shown_headers(&headers);
         let result = self
             .client
             .post(url)
@@ -231,6 +238,7 @@ impl Sender {
                     error: Some(classify(&e)),
                     response_body: String::new(),
                     duration: started.elapsed(),
+                    sent_headers,
                 }
             }
         };
@@ -272,8 +280,33 @@ impl Sender {
             error,
             response_body: String::from_utf8_lossy(&body).into_owned(),
             duration: started.elapsed(),
+            sent_headers,
         }
     }
+}
+
+/// The headers of a request as they may be shown: the ones rewardhooks sets
+/// itself in full, the endpoint's own (custom headers, an OAuth2 token) with
+/// their values redacted. reqwest adds `user-agent` and `content-length`.
+fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut shown: Vec<(String, String)> = headers
+        .iter()
+        .map(|(name, value)| {
+            let own = matches!(
+                name.as_str(),
+                "content-type" | "webhook-id" | "webhook-timestamp" | "webhook-signature"
+            );
+            let value = if own {
+                value.to_str().unwrap_or_default().to_string()
+            } else {
+                "<redacted>".to_string()
+            };
+            (name.as_str().to_string(), value)
+        })
+        .collect();
+    shown.push(("user-agent".into(), USER_AGENT.to_string()));
+    shown.sort();
+    shown
 }
 
 pub(crate) fn classify(e: &reqwest::Error) -> String {

@@ -380,6 +380,8 @@ async fn the_catalog_and_the_openapi_document_describe_every_route() {
         ("post", "/v1/subscriptions/{id}/secret/rotate"),
         ("post", "/v1/subscriptions/{id}/test"),
         ("get", "/v1/subscriptions/{id}/attempts"),
+        ("get", "/v1/subscriptions/{id}/stats"),
+        ("post", "/v1/event-types/filter-check"),
         ("get", "/v1/dead-letters"),
         ("post", "/v1/dead-letters/replay"),
         ("post", "/v1/subscriptions/{id}/recover"),

@@ -24,6 +24,7 @@ use crate::subscriptions::{RateLimit, Secret, Status, Subscription};
 
 pub mod attempts;
 pub mod secret;
+pub mod stats;
 pub mod test;
 
 const MAX_EVENT_TYPES: usize = 64;

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::find_usable;
@@ -21,11 +21,31 @@ pub struct TestRequest {
     event_type: String,
 }
 
+/// The request that went out, as the endpoint got it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentRequest {
+    pub url: String,
+    /// Name and value, sorted by name; the values of the endpoint's own
+    /// headers (custom headers, an OAuth2 token) are redacted. Empty when no
+    /// request left (a refused destination).
+    pub headers: Vec<(String, String)>,
+    /// The JSON body, exactly as signed.
+    pub body: String,
+}
+
+/// The attempt (as the delivery log keeps it) and the request that was sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestAttempt {
+    #[serde(flatten)]
+    pub attempt: AttemptRecord,
+    pub request: SentRequest,
+}
+
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/test", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     request_body = TestRequest,
     responses(
-        (status = 200, description = "The attempt, whatever the endpoint answered", body = AttemptRecord),
+        (status = 200, description = "The attempt, whatever the endpoint answered", body = TestAttempt),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -36,7 +56,7 @@ pub async fn test(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TestRequest>,
-) -> Result<Json<AttemptRecord>, ApiError> {
+) -> Result<Json<TestAttempt>, ApiError> {
     let sub = find_usable(&state, &caller, &id).await?;
     let Some(kind) = state.shared.catalog.get(&body.event_type) else {
         return Err(ApiError::invalid(
@@ -51,6 +71,13 @@ pub async fn test(
         .get(&sub.id)
         .ok_or_else(|| ApiError::not_found("subscription"))?;
     let headers = DeliveryHeaders::fresh(&event);
-    let (_, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
-    Ok(Json(attempt))
+    let (result, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
+    Ok(Json(TestAttempt {
+        attempt,
+        request: SentRequest {
+            url: live.sub.url.clone(),
+            headers: result.sent_headers,
+            body: String::from_utf8_lossy(&event.body).into_owned(),
+        },
+    }))
 }
