@@ -411,3 +411,141 @@ async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_
     assert!(twice.is_empty(), "sent twice by the job: {twice:?}");
     assert!(receiver.bad_signatures().is_empty());
 }
+
+/// The input records of `topic`: (partition, offset, CloudEvent), read from
+/// the beginning until `want` are there.
+async fn input_records(topic: &str, partitions: i32, want: usize) -> Vec<(i32, i64, Value)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("group.id", unique("input-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut out = Vec::new();
+        while out.len() < want && Instant::now() < deadline {
+            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
+                let event = serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap();
+                out.push((msg.partition(), msg.offset(), event));
+            }
+        }
+        assert_eq!(out.len(), want, "input records read");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_takeover_skips_what_the_job_wrote_after_its_last_checkpoint() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let deployment = Deployment::new("recover-resume");
+    // The window's events are fanned out (to nobody) before the
+    // subscription exists, so only the job sends them.
+    let base = chrono::Utc::now().timestamp_millis() - 60_000;
+    let mut first = Instance::start(&deployment).await;
+    first.wait_assigned().await;
+    produce_timed(&producer(), &deployment.input, "evt_d", 50, base, 100).await;
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    assert!(first.terminate().success());
+    // An API-only instance records jobs but runs none.
+    let api_only = Instance::start_roles(&deployment, "api").await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let alice = api_only.api_client("alice-token");
+    let (sub, secret) = alice
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    let (status, job) = alice
+        .call(
+            "POST",
+            &format!("/v1/subscriptions/{sub}/recover"),
+            Some(json!({"since": rfc3339(base), "until": rfc3339(base + 5_000)})),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // What a job leaves when its instance dies after writing deliveries
+    // but before checkpointing them: a checkpoint that says where its next
+    // writes land, and after it deliveries of 10 of its input records.
+    let recoveries = format!("{}.recoveries", deployment.prefix);
+    let stored = read_topic(&recoveries, 1, 1, Duration::from_secs(30)).await;
+    let mut state: Value = serde_json::from_slice(&stored.last().unwrap().payload).unwrap();
+    assert_eq!(state["id"], id.as_str());
+    let deliveries_from: serde_json::Map<String, Value> = (0..deployment.partitions)
+        .map(|p| (p.to_string(), json!(0)))
+        .collect();
+    state["deliveries_from"] = Value::Object(deliveries_from);
+    state["updated_at"] = json!(chrono::Utc::now());
+    let producer = producer();
+    producer
+        .send(
+            FutureRecord::to(&recoveries)
+                .key(&id)
+                .payload(&serde_json::to_vec(&state).unwrap()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let input = input_records(&deployment.input, deployment.partitions, 50).await;
+    let deliveries = format!("{}.deliveries", deployment.prefix);
+    let mut already = BTreeSet::new();
+    for (partition, offset, event) in input.iter().take(10) {
+        let body = json!({"id": event["id"], "type": event["type"], "timestamp": event["time"], "data": event["data"]});
+        let source = format!("{}:{partition}:{offset}", deployment.input);
+        let time = base.to_string();
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [
+            ("rewardhooks-event-id", event["id"].as_str().unwrap()),
+            ("rewardhooks-event-type", "points.earned"),
+            ("rewardhooks-event-time", time.as_str()),
+            ("rewardhooks-attempt", "0"),
+            ("rewardhooks-source", source.as_str()),
+            ("rewardhooks-recovery", id.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        producer
+            .send(
+                FutureRecord::to(&deliveries)
+                    .key(&sub)
+                    .payload(&serde_json::to_vec(&body).unwrap())
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        already.insert(event["id"].as_str().unwrap().to_string());
+    }
+
+    // Another instance takes the job over: it finds those 10, writes the
+    // other 40, and the receiver gets each of the 50 once.
+    let runner = Instance::start(&deployment).await;
+    let job = wait_finished(&alice, &id, Duration::from_secs(120)).await;
+    assert_eq!(job["written"], 50, "{job}");
+    assert!(runner.logged("skipping what it already wrote"));
+    let all: BTreeSet<String> = (0..50).map(|n| format!("evt_d{n}")).collect();
+    receiver
+        .wait_completed(&sub, &all, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tally = per_event(&receiver, &sub);
+    assert_eq!(tally.keys().cloned().collect::<BTreeSet<_>>(), all);
+    assert!(tally.values().all(|n| *n == 1), "each once: {tally:?}");
+    assert!(receiver.bad_signatures().is_empty());
+    assert_eq!(already.len(), 10);
+}
