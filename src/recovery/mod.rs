@@ -47,6 +47,8 @@ const BATCH: usize = 500;
 /// deliveries never queue far ahead of live ones in the subscription's
 /// lane.
 const MAX_AHEAD: i64 = 100;
+/// A job whose runs fail this many times in a row ends as failed.
+const MAX_FAILURES: u32 = 10;
 /// Kafka calls made while planning or reading one record wait this long.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -629,6 +631,8 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
     consumer.subscribe(&[&shared.topics.recoveries])?;
     let mut owning: Option<CancellationToken> = None;
     let mut tasks: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Consecutive failed runs per job.
+    let failures: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -661,10 +665,28 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
         for job in shared.recoveries.running() {
             if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(job.id) {
                 let (shared, token, id) = (shared.clone(), token.clone(), slot.key().clone());
+                let failures = failures.clone();
                 slot.insert(tokio::spawn(async move {
-                    if let Err(e) = run_job(&shared, &id, &token).await {
-                        tracing::warn!(recovery_id = %id, error = %e, "Recovery job interrupted; it resumes from its checkpoint.");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    let Err(e) = run_job(&shared, &id, &token).await else {
+                        failures.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        return;
+                    };
+                    let failed = {
+                        let mut failures = failures.lock().unwrap_or_else(|e| e.into_inner());
+                        let n = failures.entry(id.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if failed < MAX_FAILURES {
+                        tracing::warn!(recovery_id = %id, error = %e, failed, "Recovery job interrupted; it resumes from its checkpoint.");
+                        tokio::time::sleep(Duration::from_secs(failed.into())).await;
+                        return;
+                    }
+                    // Something that does not pass (a topic gone, a record
+                    // Kafka keeps refusing): the job ends as failed.
+                    let Some(job) = shared.recoveries.get(&id) else { return };
+                    if let Err(e2) = finish(&shared, job, RecoveryStatus::Failed, Some(e.to_string())).await {
+                        tracing::warn!(recovery_id = %id, error = %e2, "Cannot mark a recovery job failed; it is tried again.");
                     }
                 }));
             }
