@@ -88,6 +88,13 @@ pub(crate) fn topic_specs(settings: &Settings, topics: &Topics) -> Vec<TopicSpec
         compact: true,
         retention: None,
     });
+    // Recovery jobs: one partition, so one consumer-group member owns them.
+    specs.push(TopicSpec {
+        name: topics.recoveries.clone(),
+        partitions: 1,
+        compact: true,
+        retention: None,
+    });
     specs.push(TopicSpec {
         name: topics.audit.clone(),
         partitions: 1,
@@ -142,6 +149,8 @@ impl App {
             settings.api.write_timeout,
         );
         let audit = crate::audit::AuditLog::new(producer.clone(), topics.audit.clone());
+        let recoveries =
+            crate::recovery::Recoveries::new(producer.clone(), topics.recoveries.clone());
         let shared = Arc::new(Shared {
             owners: owners.clone(),
             audit: audit.clone(),
@@ -151,6 +160,7 @@ impl App {
             store: store.clone(),
             dead_letters: dead_letters.clone(),
             attempt_log: AttemptLog::new(settings.api.attempts_per_subscription),
+            recoveries,
             producer,
             kafka_reachable: AtomicBool::new(true),
             stuck: Default::default(),
@@ -207,6 +217,17 @@ impl App {
                 Ok(())
             });
         }
+        // Recovery jobs: the API shows them, fan-out instances run them.
+        if roles.contains(&Role::Api) || roles.contains(&Role::Fanout) {
+            let recoveries = shared
+                .recoveries
+                .follow(&settings.kafka, stop_services.clone())
+                .await?;
+            services.spawn(async move {
+                recoveries.await?;
+                Ok(())
+            });
+        }
         services.spawn(watch_kafka(shared.clone(), stop_services.clone()));
 
         let mut api_addr = None;
@@ -257,6 +278,7 @@ impl App {
         }
         if roles.contains(&Role::Fanout) {
             stages.spawn(crate::fanout::run(shared.clone(), stop_stages.clone()));
+            stages.spawn(crate::recovery::run(shared.clone(), stop_stages.clone()));
         }
         if roles.contains(&Role::Deliver) {
             stages.spawn(crate::delivery::run(shared.clone(), stop_stages.clone()));

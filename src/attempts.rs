@@ -27,6 +27,11 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub response_body: String,
     pub at: chrono::DateTime<Utc>,
+    /// The input record of the event (topic, partition, offset), so the
+    /// event can be read again (`resend`). Absent on records written
+    /// before it was kept, and on test webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::record::SourcePosition>,
 }
 
 pub struct AttemptLog {
@@ -114,6 +119,27 @@ impl AttemptLog {
         }
     }
 
+    /// The newest attempt of `event_id` for a subscription that names its
+    /// input record: where `resend` reads the event again.
+    pub(crate) fn source_of(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Option<Option<crate::record::SourcePosition>> {
+        let view = self
+            .per_subscription
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let list = view.lists.get(subscription_id)?;
+        let mut found = list
+            .iter()
+            .rev()
+            .filter(|a| a.event_id == event_id)
+            .peekable();
+        found.peek()?;
+        Some(found.find_map(|a| a.source.clone()))
+    }
+
     /// Newest first, at most `limit`, only attempts strictly before `before`.
     pub(crate) fn recent(
         &self,
@@ -155,6 +181,7 @@ mod tests {
             error: None,
             response_body: String::new(),
             at: DateTime::<Utc>::from_timestamp(1_800_000_000 + n as i64, 0).unwrap(),
+            source: None,
         }
     }
 

@@ -39,6 +39,15 @@ pub struct Settings {
     pub ops: OpsSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub recovery: RecoverySettings,
+}
+
+/// Recovery jobs (`POST /v1/subscriptions/{id}/recover`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySettings {
+    /// Input records a recovery job reads per second, at most (each job).
+    pub max_events_per_second: u32,
 }
 
 /// The operations listener of instances without the api role.
@@ -416,6 +425,12 @@ impl Settings {
             return Err(invalid(
                 "delivery.proxy",
                 format!("{:?} is not a proxy URL", self.delivery.proxy),
+            ));
+        }
+        if self.recovery.max_events_per_second == 0 {
+            return Err(invalid(
+                "recovery.max_events_per_second",
+                "must be at least 1",
             ));
         }
         if self.metrics.lag_interval < Duration::from_millis(100) {

@@ -28,6 +28,8 @@ pub struct Shared {
     pub audit: Arc<crate::audit::AuditLog>,
     pub dead_letters: Arc<DeadLetters>,
     pub attempt_log: Arc<AttemptLog>,
+    /// The view of the recovery jobs.
+    pub recoveries: Arc<crate::recovery::Recoveries>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
     /// Input topics that do not exist (yet), for `/readyz`.

@@ -113,6 +113,34 @@ enum Command {
         #[arg(long)]
         again: bool,
     },
+    /// Send a subscription every event of a time window again, read from
+    /// the input topics (a recovery job, through the admin API).
+    Recover {
+        /// API base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, env = "REWARDHOOKS_API_URL")]
+        api_url: Option<String>,
+        /// Bearer token.
+        #[arg(long, env = "REWARDHOOKS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print JSON (the default when stdout is not a terminal).
+        #[arg(long)]
+        json: bool,
+        /// The subscription to send the window to.
+        #[arg(long)]
+        subscription: String,
+        /// Start of the window: RFC 3339, or a duration ago ("2h").
+        #[arg(long)]
+        since: String,
+        /// End of the window (default: now): RFC 3339, or a duration ago.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only these event types (comma separated).
+        #[arg(long, value_delimiter = ',')]
+        event_types: Vec<String>,
+        /// Wait until the job ends; exit non-zero unless it finished.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Print the OpenAPI 3.1 document of the admin API.
     Openapi,
     /// Print a freshly signed sample webhook as JSON (secret, headers, body),
@@ -223,6 +251,7 @@ fn config_path(command: &Command) -> Option<&std::path::Path> {
         | Command::CheckConfig { config } => config.as_deref(),
         Command::Produce { config, .. } => config.as_deref(),
         Command::Openapi
+        | Command::Recover { .. }
         | Command::Subscriptions { .. }
         | Command::Receive { .. }
         | Command::SampleWebhook { .. }
@@ -372,6 +401,33 @@ async fn main() -> std::process::ExitCode {
             since,
             again,
         } => replay(config, subscription, since, again).await,
+        Command::Recover {
+            api_url,
+            token,
+            json,
+            subscription,
+            since,
+            until,
+            event_types,
+            wait,
+        } => {
+            use rewardhooks::cli::client::{self, Api, Output};
+            let now = chrono::Utc::now();
+            let parse = |t: &str| rewardhooks::deadletter::parse_since(t, now);
+            let args = parse(&since).and_then(|since| {
+                Ok(client::RecoverArgs {
+                    subscription,
+                    since,
+                    until: until.as_deref().map(parse).transpose()?,
+                    event_types,
+                    wait,
+                })
+            });
+            match (args, Api::resolve(api_url, token)) {
+                (Ok(args), Ok(api)) => client::recover(&api, args, Output::new(json)).await,
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -142,7 +142,6 @@ pub(crate) struct RecoverySummary {
 }
 
 /// A recovery job ended: called once by the instance that ran it.
-#[allow(dead_code)] // called by the recovery jobs
 pub(crate) async fn recovery_finished(shared: &Shared, summary: &RecoverySummary) {
     let mut data = json!({
         "subscription_id": summary.subscription_id,

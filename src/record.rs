@@ -26,6 +26,11 @@ pub(crate) const PARKED: &str = "rewardhooks-parked";
 /// matched the event (`<partition>:<offset>,…`): a delivery stage whose view
 /// is behind that waits before it calls the subscription deleted.
 pub(crate) const VIEW: &str = "rewardhooks-view";
+/// Where the event was read: `<topic>:<partition>:<offset>` of the input
+/// record, so an attempt can name it and `resend` can read it again.
+pub(crate) const SOURCE: &str = "rewardhooks-source";
+/// The recovery job that wrote this delivery (absent on fan-out's).
+pub(crate) const RECOVERY: &str = "rewardhooks-recovery";
 
 /// Why a delivery ended in the dead-letter topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +96,40 @@ pub struct DeliveryHeaders {
     pub parked: u32,
     /// Subscriptions-topic positions applied at fan-out.
     pub view: Option<String>,
+    /// The input record the event came from.
+    pub source: Option<SourcePosition>,
+    /// The recovery job that wrote this delivery.
+    pub recovery: Option<String>,
+}
+
+/// Where an input record is: topic, partition, offset.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+pub struct SourcePosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl SourcePosition {
+    pub(crate) fn header_value(&self) -> String {
+        format!("{}:{}:{}", self.topic, self.partition, self.offset)
+    }
+
+    /// Parses `<topic>:<partition>:<offset>` (a topic may contain no `:`,
+    /// Kafka refuses it in names).
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.rsplitn(3, ':');
+        let offset = parts.next()?.parse().ok()?;
+        let partition = parts.next()?.parse().ok()?;
+        let topic = parts.next()?.to_string();
+        Some(SourcePosition {
+            topic,
+            partition,
+            offset,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +177,12 @@ impl DeliveryHeaders {
         if let Some(v) = &self.view {
             pairs.push((VIEW, v.clone()));
         }
+        if let Some(v) = &self.source {
+            pairs.push((SOURCE, v.header_value()));
+        }
+        if let Some(v) = &self.recovery {
+            pairs.push((RECOVERY, v.clone()));
+        }
         crate::kafka::headers(
             [
                 (EVENT_ID, self.event_id.as_str()),
@@ -171,6 +216,8 @@ impl DeliveryHeaders {
             dead_reason: get(DEAD_REASON).and_then(DeadReason::parse),
             parked: get(PARKED).and_then(|v| v.parse().ok()).unwrap_or(0),
             view: get(VIEW).map(str::to_string),
+            source: get(SOURCE).and_then(SourcePosition::parse),
+            recovery: get(RECOVERY).map(str::to_string),
         })
     }
 }
@@ -207,6 +254,12 @@ mod tests {
             dead_reason: Some(DeadReason::Gone),
             parked: 2,
             view: Some("0:41".into()),
+            source: Some(SourcePosition {
+                topic: "rewards.events".into(),
+                partition: 3,
+                offset: 77,
+            }),
+            recovery: Some("rec_1".into()),
         };
         let back = DeliveryHeaders::from_kafka(Some(&h.to_kafka())).unwrap();
         assert_eq!(back, h);

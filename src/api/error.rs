@@ -70,6 +70,8 @@ pub(crate) struct ErrorDetail {
     /// invalid_description, invalid_metadata, invalid_owner, invalid_status,
     /// invalid_headers, invalid_auth,
     /// invalid_body, limit_reached, unknown_dead_letters, too_many_ids,
+    /// invalid_window, window_outside_retention, event_not_found,
+    /// event_expired,
     /// unsupported_media_type, payload_too_large, method_not_allowed,
     /// unavailable.
     pub code: String,

@@ -12,6 +12,7 @@ pub mod owners;
 pub mod pages;
 mod pagination;
 pub mod portal;
+pub mod recoveries;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -143,6 +144,10 @@ impl Modify for BearerAuth {
         subscriptions::stats::stats,
         dead_letters::list,
         dead_letters::replay,
+        recoveries::recover,
+        recoveries::get,
+        recoveries::cancel,
+        recoveries::resend,
         catalog::list,
         catalog::filter_check,
         catalog::egress_ips,
@@ -196,6 +201,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/subscriptions/{id}/attempts",
             get(subscriptions::attempts::attempts),
+        )
+        .route("/v1/subscriptions/{id}/recover", post(recoveries::recover))
+        .route("/v1/subscriptions/{id}/resend", post(recoveries::resend))
+        .route(
+            "/v1/recoveries/{id}",
+            get(recoveries::get).delete(recoveries::cancel),
         )
         .route(
             "/v1/subscriptions/{id}/stats",

@@ -298,6 +298,7 @@ impl DeadLetters {
                 event_id: headers.event_id,
                 event_type: headers.event_type,
                 event_time_ms: headers.event_time_ms,
+                source: headers.source,
                 ..Default::default()
             };
             OwnedRecord {

@@ -143,6 +143,7 @@ impl Deliverer {
             error: (!result.success()).then(|| result.describe()),
             response_body: result.response_body.clone(),
             at: now,
+            source: headers.source.clone(),
         };
         (result, attempt)
     }

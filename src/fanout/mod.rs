@@ -23,7 +23,7 @@ use crate::kafka::consumer::{RecordRef, TrackedConsumer};
 use crate::kafka::stage::{self, Stage};
 use crate::kafka::{is_permanent, OwnedRecord};
 use crate::metrics::METRICS;
-use crate::record::{DeadReason, DeliveryHeaders};
+use crate::record::{DeadReason, DeliveryHeaders, SourcePosition};
 
 pub(crate) const ERROR_HEADER: &str = "rewardhooks-error";
 
@@ -264,6 +264,11 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
             // Built once per event; every subscription's record shares them.
             let delivery = DeliveryHeaders {
                 view: (!view.is_empty()).then(|| view.to_string()),
+                source: Some(SourcePosition {
+                    topic: msg.topic().to_string(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                }),
                 ..DeliveryHeaders::fresh(&event)
             };
             let headers = delivery.to_kafka();

@@ -78,6 +78,8 @@ pub struct Topics {
     pub owners: String,
     /// The audit trail of changes made through the API.
     pub audit: String,
+    /// Recovery jobs (compacted, key = job id).
+    pub recoveries: String,
 }
 
 impl Topics {
@@ -93,6 +95,7 @@ impl Topics {
             operational: format!("{prefix}.operational"),
             owners: format!("{prefix}.owners"),
             audit: format!("{prefix}.audit"),
+            recoveries: format!("{prefix}.recoveries"),
         }
     }
 
@@ -565,6 +568,26 @@ impl OwnedRecord {
         loop {
             match producer.send(self.borrowed(), Timeout::Never).await {
                 Ok(_) => return Ok(()),
+                Err((e, _)) if is_permanent(&e) => return Err(e),
+                Err((e, _)) => {
+                    tracing::warn!(topic = %self.topic, error = %e, "Produce failed; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Like [`OwnedRecord::produce_durably`], answering where the record
+    /// landed (partition, offset).
+    pub async fn produce_durably_at(
+        &self,
+        producer: &FutureProducer,
+    ) -> Result<(i32, i64), KafkaError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match producer.send(self.borrowed(), Timeout::Never).await {
+                Ok(at) => return Ok((at.partition, at.offset)),
                 Err((e, _)) if is_permanent(&e) => return Err(e),
                 Err((e, _)) => {
                     tracing::warn!(topic = %self.topic, error = %e, "Produce failed; retrying.");

@@ -15,6 +15,7 @@ mod owners;
 mod pipeline;
 mod portal;
 mod promises;
+mod recover;
 mod retry;
 mod security;
 mod selfservice;

@@ -201,6 +201,7 @@ mod tests {
             error: None,
             response_body: String::new(),
             at: now - chrono::Duration::minutes(minutes_ago),
+            source: None,
         }
     }
 
