@@ -159,8 +159,12 @@ pub fn stage_config(
         .set("group.id", group_id)
         .set("partition.assignment.strategy", assignment_strategy)
         // Event-to-delivery latency: some brokers (Tansu) answer an idle
-        // fetch only when this runs out instead of when data arrives.
-        .set("fetch.wait.max.ms", "10")
+        // fetch only when this runs out instead of when data arrives
+        // (`kafka.fetch_wait`).
+        .set(
+            "fetch.wait.max.ms",
+            settings.fetch_wait.as_millis().max(1).to_string(),
+        )
         // A subscribed topic that appears after start (an upstream team
         // creates it late) is noticed within seconds, not librdkafka's
         // default five minutes.
