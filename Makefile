@@ -49,9 +49,10 @@ test-alerts:
 ## About ten minutes; BENCH_SCALE=0.1 for a look in a minute or two,
 ## BENCH_PHASES=http,throughput,latency (also kafka, step, idle, outage,
 ## recovery, memory) to pick phases; the instances inherit the environment,
-## so REWARDHOOKS__KAFKA__FETCH_WAIT=50ms make bench tries a setting. Writes target/bench/latest.json and latest.svg; the SVG is
-## copied to docs/bench-latest.svg, which docs/performance.md embeds (commit
-## it with the figures table when publishing a run).
+## so REWARDHOOKS__KAFKA__FETCH_WAIT=50ms make bench tries a setting.
+## Writes target/bench/latest.json and latest.svg; the SVG is copied to
+## docs/bench-latest.svg, which docs/performance.md embeds (commit it with
+## the figures table when publishing a run).
 bench:
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) bench --bench e2e
