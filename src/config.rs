@@ -136,6 +136,10 @@ pub struct DeliverySettings {
     #[serde(with = "durations")]
     pub retry_schedule: Vec<Duration>,
     pub max_in_flight_per_subscription: usize,
+    /// How often a quiet retry-tier partition is fetched again; zero
+    /// fetches every tier partition all the time.
+    #[serde(with = "duration")]
+    pub tier_recheck: Duration,
     /// `linger.ms` of the attempt log's own producer.
     #[serde(with = "duration")]
     pub attempt_log_linger: Duration,
@@ -308,6 +312,12 @@ impl Settings {
         // librdkafka's range for fetch.wait.max.ms and linger.ms.
         if k.fetch_wait.is_zero() || k.fetch_wait > Duration::from_secs(300) {
             return Err(invalid("kafka.fetch_wait", "must be between 1ms and 5m"));
+        }
+        if self.delivery.tier_recheck > Duration::from_secs(60) {
+            return Err(invalid(
+                "delivery.tier_recheck",
+                "must be at most 1m (0s fetches tiers all the time)",
+            ));
         }
         if self.delivery.attempt_log_linger > Duration::from_secs(300) {
             return Err(invalid("delivery.attempt_log_linger", "must be at most 5m"));

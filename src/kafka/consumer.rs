@@ -243,6 +243,37 @@ impl TrackedConsumer {
         }
     }
 
+    /// Stops fetching a partition; fetching goes on from the same position
+    /// once resumed.
+    pub(crate) fn pause(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(topic, partition, error = %e, "Pause failed (partition moved?).");
+        }
+    }
+
+    /// The partitions assigned to this consumer now whose topic passes
+    /// `keep` (a local call, no broker round trip).
+    pub(crate) fn assigned(&self, keep: impl Fn(&str) -> bool) -> Vec<crate::kafka::PartitionKey> {
+        let Ok(list) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        list.elements()
+            .iter()
+            .filter(|e| keep(e.topic()))
+            .map(|e| {
+                let topic = self
+                    .topics
+                    .iter()
+                    .find(|t| t.as_ref() == e.topic())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(e.topic()));
+                (topic, e.partition())
+            })
+            .collect()
+    }
+
     pub fn resume(&self, topic: &str, partition: i32) {
         let mut tpl = TopicPartitionList::new();
         let _ = tpl.add_partition(topic, partition);
