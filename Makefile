@@ -47,7 +47,7 @@ test-alerts:
 ## a Kafka baseline measured in the same run, with every signature verified
 ## and per-process CPU (docs/performance.md says what each phase measures).
 ## About ten minutes; BENCH_SCALE=0.1 for a look in a minute or two,
-## BENCH_PHASES=http,throughput,latency (also kafka, step, idle, outage,
+## BENCH_PHASES=http,throughput,latency (also kafka, scaleout, step, idle, outage,
 ## recovery, memory) to pick phases; the instances inherit the environment,
 ## so REWARDHOOKS__KAFKA__FETCH_WAIT=50ms make bench tries a setting.
 ## Writes target/bench/latest.json and latest.svg; the SVG is copied to

@@ -19,7 +19,7 @@
 //! Needs a broker at KAFKA_BOOTSTRAP (`make bench` starts Tansu and exposes
 //! its pid as KAFKA_BROKER_PID). BENCH_SCALE (default 1.0) scales sizes and
 //! durations, BENCH_PHASES (comma separated: http, kafka, throughput,
-//! latency, step, idle, outage, recovery, memory) picks phases.
+//! scaleout, latency, step, idle, outage, recovery, memory) picks phases.
 
 #[path = "support/report.rs"]
 mod report;
@@ -303,16 +303,21 @@ struct Probe {
 }
 
 async fn probe(instance: Option<&Instance>) -> Probe {
+    probe_all(instance.as_slice()).await
+}
+
+/// A probe of several instances: their CPU and their metrics add up.
+async fn probe_all(instances: &[&Instance]) -> Probe {
     let (receiver, load) = own_ticks();
-    let metrics = match instance {
-        Some(i) => i.metrics().await,
-        None => String::new(),
-    };
+    let mut metrics = String::new();
+    let mut rewardhooks = 0;
+    for i in instances {
+        metrics.push_str(&i.metrics().await);
+        rewardhooks += process_ticks(i.child.id()).unwrap_or(0);
+    }
     Probe {
         at: Instant::now(),
-        rewardhooks: instance
-            .and_then(|i| process_ticks(i.child.id()))
-            .unwrap_or(0),
+        rewardhooks,
         broker: broker_pid().and_then(process_ticks),
         receiver,
         load,
@@ -1083,6 +1088,42 @@ async fn main() {
     }
     if !throughput.is_empty() {
         out.insert("throughput".into(), json!(throughput));
+    }
+    // The capacity model's check: two instances in one group share the
+    // 10-subscriber phase (docs/capacity.md compares it with one).
+    if phase("scaleout") {
+        let (subs, events) = (10usize, scale(6_000));
+        eprintln!("phase: two instances, {subs} subscribers");
+        let prefix = unique("two");
+        let input = format!("{prefix}.events");
+        let first = Instance::start(&prefix, &input, "");
+        let second = Instance::start(&prefix, &input, "");
+        first.subscribe_many(&receiver, subs, false).await;
+        // The second instance's view has the subscriptions once its API
+        // finds the last one (reads are fenced).
+        let expected = (events * subs) as u64;
+        receiver.take();
+        let before = probe_all(&[&first, &second]).await;
+        let started = Instant::now();
+        produce(&producer, &input, "two", events).await;
+        receiver
+            .wait_unique(expected, Duration::from_secs(60), Duration::from_secs(900))
+            .await;
+        let after = probe_all(&[&first, &second]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let tally = receiver.take();
+        let result = phase_result(
+            "two instances, 10 subscribers",
+            expected,
+            started,
+            &tally,
+            between(&before, &after),
+            http_rate,
+        );
+        rows.push(("Two instances, 10 subscribers".into(), describe(&result)));
+        out.insert("scaleout".into(), result);
+        first.stop();
+        second.stop();
     }
 
     // Latency at a fixed offered load, then under a step from idle.
