@@ -458,6 +458,8 @@ max_subscriptions_per_owner = 200000
             Some("assigned"),
             "consumer groups not assigned"
         );
+        // For a profiler: `perf record -p PID` while a phase runs.
+        eprintln!("  instance pid {} ({api})", child.id());
         Instance {
             child,
             api,
