@@ -59,11 +59,21 @@ test-alerts:
 	  echo "promtool not installed (apt-get install prometheus)" >&2; exit 1; \
 	else echo "promtool not installed: alert rules not checked (apt-get install prometheus)"; fi
 
-## End-to-end benchmark (release build): throughput, latency, memory and
-## recovery next to an HTTP and a Kafka baseline measured in the same run.
+## End-to-end benchmark (release build, benches/e2e.rs): throughput,
+## latency, idle cost, outage writes, recovery and memory next to an HTTP and
+## a Kafka baseline measured in the same run, with every signature verified
+## and per-process CPU (docs/performance.md says what each phase measures).
+## About ten minutes; BENCH_SCALE=0.1 for a look in a minute or two,
+## BENCH_PHASES=http,throughput,latency (also kafka, scaleout, step, idle, outage,
+## recovery, memory) to pick phases; the instances inherit the environment,
+## so REWARDHOOKS__KAFKA__FETCH_WAIT=50ms make bench tries a setting.
+## Writes target/bench/latest.json and latest.svg; the SVG is copied to
+## docs/bench-latest.svg, which docs/performance.md embeds (commit it with
+## the figures table when publishing a run).
 bench:
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) bench --bench e2e
+	cp target/bench/latest.svg docs/bench-latest.svg
 
 ## Property-based fuzzing of the event decoder and the filter evaluator,
 ## bounded: FUZZ_CASES cases per property (default 20000).

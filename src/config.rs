@@ -96,6 +96,10 @@ pub struct KafkaSettings {
     pub create_input_topics: bool,
     #[serde(with = "duration")]
     pub dlq_retention: Duration,
+    /// `fetch.wait.max.ms` of the stage consumers: how long a fetch may
+    /// wait for data (see config/default.toml for what it costs per broker).
+    #[serde(with = "duration")]
+    pub fetch_wait: Duration,
     #[serde(default, with = "dotted")]
     pub client: BTreeMap<String, String>,
     #[serde(default, with = "dotted")]
@@ -141,6 +145,13 @@ pub struct DeliverySettings {
     #[serde(with = "durations")]
     pub retry_schedule: Vec<Duration>,
     pub max_in_flight_per_subscription: usize,
+    /// How often a quiet retry-tier partition is fetched again; zero
+    /// fetches every tier partition all the time.
+    #[serde(with = "duration")]
+    pub tier_recheck: Duration,
+    /// `linger.ms` of the attempt log's own producer.
+    #[serde(with = "duration")]
+    pub attempt_log_linger: Duration,
     pub lane_capacity: usize,
     #[serde(with = "duration")]
     pub lane_max_wait: Duration,
@@ -344,6 +355,19 @@ impl Settings {
         }
         if !(1..=10_000).contains(&k.partitions) {
             return Err(invalid("kafka.partitions", "must be between 1 and 10000"));
+        }
+        // librdkafka's range for fetch.wait.max.ms and linger.ms.
+        if k.fetch_wait.is_zero() || k.fetch_wait > Duration::from_secs(300) {
+            return Err(invalid("kafka.fetch_wait", "must be between 1ms and 5m"));
+        }
+        if self.delivery.tier_recheck > Duration::from_secs(60) {
+            return Err(invalid(
+                "delivery.tier_recheck",
+                "must be at most 1m (0s fetches tiers all the time)",
+            ));
+        }
+        if self.delivery.attempt_log_linger > Duration::from_secs(300) {
+            return Err(invalid("delivery.attempt_log_linger", "must be at most 5m"));
         }
         if k.replication_factor == 0 || k.replication_factor < -1 {
             return Err(invalid(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use rdkafka::producer::FutureProducer;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::oauth::Tokens;
@@ -66,6 +67,12 @@ pub struct Deliverer {
     /// Subscriptions being disabled right now, so concurrent failures
     /// disable (and notify) once.
     pub(super) disabling: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The attempt log's own producer, with a longer linger
+    /// (`delivery.attempt_log_linger`): one attempt record per delivery
+    /// then costs the broker a share of a large produce request instead of
+    /// a small one of its own, and retries and dead letters keep the
+    /// shared producer's short linger.
+    attempt_producer: FutureProducer,
 }
 
 impl Deliverer {
@@ -82,6 +89,8 @@ impl Deliverer {
         )?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
         let requests = Arc::new(FairPermits::new(d.max_concurrent_requests));
+        let attempt_producer =
+            crate::kafka::attempt_producer(&shared.settings.kafka, d.attempt_log_linger)?;
         Ok(Deliverer {
             shared,
             sender,
@@ -90,6 +99,7 @@ impl Deliverer {
             tokens: Tokens::default(),
             notices: Arc::default(),
             disabling: Default::default(),
+            attempt_producer,
         })
     }
 
@@ -205,7 +215,7 @@ impl Deliverer {
             payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
-        match record.produce_durably(&self.shared.producer).await {
+        match record.produce_durably(&self.attempt_producer).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");

@@ -30,11 +30,16 @@ pub(super) fn dispatch(
 ) {
     let capacity = deliverer.shared.settings.delivery.lane_capacity;
     loop {
-        let lane = lanes.entry(job.subscription_id.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(capacity);
-            tokio::spawn(run_lane(deliverer.clone(), rx, job.subscription_id.clone()));
-            tx
-        });
+        // A running lane is looked up without copying the id (the common
+        // case: one lookup per delivery); only a new lane needs its own.
+        let lane = match lanes.get_mut(&job.subscription_id) {
+            Some(lane) => lane,
+            None => lanes.entry(job.subscription_id.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(capacity);
+                tokio::spawn(run_lane(deliverer.clone(), rx, job.subscription_id.clone()));
+                tx
+            }),
+        };
         match lane.try_send(job) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(j)) => {

@@ -6,6 +6,7 @@
 
 mod deliverer;
 pub mod flow;
+mod idle;
 mod lane;
 mod oauth;
 mod permits;
@@ -30,6 +31,7 @@ use crate::record::DeliveryHeaders;
 use crate::retry::Pauser;
 pub use deliverer::Deliverer;
 use deliverer::Job;
+use idle::TierIdle;
 use lane::dispatch;
 
 /// The delivery stage: routes each record to its subscription's lane.
@@ -37,17 +39,59 @@ struct Deliver {
     deliverer: Arc<Deliverer>,
     pauser: Pauser,
     lanes: HashMap<String, mpsc::Sender<Job>>,
+    /// Quiet retry-tier partitions, paused between rechecks.
+    idle: TierIdle,
+    idle_tick: tokio::time::Interval,
+    /// `delivery.tier_recheck`; zero fetches every tier all the time.
+    tier_recheck: std::time::Duration,
+}
+
+/// Why the delivery stage woke besides a record.
+enum Wake {
+    /// A retry tier's head record fell due.
+    Due(PartitionKey),
+    /// Time to pause quiet tier partitions and resume rechecked ones.
+    TierCheck,
 }
 
 impl Stage for Deliver {
-    type Wake = PartitionKey;
+    type Wake = Wake;
 
-    async fn woken(&mut self) -> Option<PartitionKey> {
-        self.pauser.woken().await
+    async fn woken(&mut self) -> Option<Wake> {
+        if self.tier_recheck.is_zero() {
+            return self.pauser.woken().await.map(Wake::Due);
+        }
+        tokio::select! {
+            key = self.pauser.woken() => key.map(Wake::Due),
+            _ = self.idle_tick.tick() => Some(Wake::TierCheck),
+        }
     }
 
-    fn on_wake(&mut self, consumer: &TrackedConsumer, key: PartitionKey) {
-        self.pauser.wake(consumer, key);
+    fn on_wake(&mut self, consumer: &TrackedConsumer, wake: Wake) {
+        match wake {
+            Wake::Due(key) => {
+                // Fetched for a window from now, so its due record is read.
+                self.idle.seen(&key, Instant::now());
+                self.pauser.wake(consumer, key);
+            }
+            Wake::TierCheck => {
+                let schedule = &self.deliverer.schedule;
+                let assigned = consumer.assigned(|topic| schedule.is_tier(topic));
+                let pauser = &self.pauser;
+                let actions = self.idle.check(
+                    &assigned,
+                    |key| pauser.holds(key),
+                    self.tier_recheck,
+                    Instant::now(),
+                );
+                for (topic, partition) in actions.resume {
+                    consumer.resume(&topic, partition);
+                }
+                for (topic, partition) in actions.pause {
+                    consumer.pause(&topic, partition);
+                }
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -62,6 +106,10 @@ impl Stage for Deliver {
     ) {
         let headers = DeliveryHeaders::from_kafka(msg.headers());
         if self.deliverer.schedule.is_tier(msg.topic()) {
+            if !self.tier_recheck.is_zero() {
+                self.idle
+                    .seen(&(Arc::from(msg.topic()), msg.partition()), Instant::now());
+            }
             let due = headers.as_ref().ok().and_then(|h| h.due_ms);
             if !self
                 .pauser
@@ -121,10 +169,15 @@ pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) -> anyhow::Resu
             .retries_scheduled
             .with_label_values(&[&crate::config::format_duration(*delay)]);
     }
+    let mut idle_tick = tokio::time::interval(idle::WINDOW);
+    idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deliver = Deliver {
         deliverer,
         pauser: Pauser::default(),
         lanes: HashMap::new(),
+        idle: TierIdle::default(),
+        idle_tick,
+        tier_recheck: settings.delivery.tier_recheck,
     };
     stage::run(
         "deliver",

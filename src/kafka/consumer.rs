@@ -159,8 +159,12 @@ pub fn stage_config(
         .set("group.id", group_id)
         .set("partition.assignment.strategy", assignment_strategy)
         // Event-to-delivery latency: some brokers (Tansu) answer an idle
-        // fetch only when this runs out instead of when data arrives.
-        .set("fetch.wait.max.ms", "10")
+        // fetch only when this runs out instead of when data arrives
+        // (`kafka.fetch_wait`).
+        .set(
+            "fetch.wait.max.ms",
+            settings.fetch_wait.as_millis().max(1).to_string(),
+        )
         // A subscribed topic that appears after start (an upstream team
         // creates it late) is noticed within seconds, not librdkafka's
         // default five minutes.
@@ -237,6 +241,37 @@ impl TrackedConsumer {
         {
             tracing::warn!(topic, partition, error = %e, "Seek failed.");
         }
+    }
+
+    /// Stops fetching a partition; fetching goes on from the same position
+    /// once resumed.
+    pub(crate) fn pause(&self, topic: &str, partition: i32) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::debug!(topic, partition, error = %e, "Pause failed (partition moved?).");
+        }
+    }
+
+    /// The partitions assigned to this consumer now whose topic passes
+    /// `keep` (a local call, no broker round trip).
+    pub(crate) fn assigned(&self, keep: impl Fn(&str) -> bool) -> Vec<crate::kafka::PartitionKey> {
+        let Ok(list) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        list.elements()
+            .iter()
+            .filter(|e| keep(e.topic()))
+            .map(|e| {
+                let topic = self
+                    .topics
+                    .iter()
+                    .find(|t| t.as_ref() == e.topic())
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(e.topic()));
+                (topic, e.partition())
+            })
+            .collect()
     }
 
     pub fn resume(&self, topic: &str, partition: i32) {

@@ -151,6 +151,11 @@ impl Pauser {
         false
     }
 
+    /// Whether a partition waits here for its head record to fall due.
+    pub(crate) fn holds(&self, key: &PartitionKey) -> bool {
+        self.paused.contains_key(key)
+    }
+
     /// The next partition whose head record fell due.
     pub async fn woken(&mut self) -> Option<PartitionKey> {
         self.wake_rx.recv().await
