@@ -6,12 +6,16 @@
 //! (`scripts/install-browser.sh`): without them the browser test is skipped
 //! with a message, or fails when CHECKS_REQUIRED=1 (CI).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rdkafka::producer::FutureRecord;
 use serde_json::{json, Value};
 
-use crate::support::{produce_many, Deployment, Instance, Receiver};
+use crate::support::{
+    event, produce_many, producer, sample_data, Deployment, Instance, Receiver, ADMIN_TOKEN,
+};
 use crate::webdriver::{browser_present, Driver};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -461,4 +465,141 @@ async fn stats_count_a_subscriptions_attempts_by_outcome() {
         .await;
     assert_eq!(status, 422);
     assert_eq!(bad["error"]["code"], "invalid_filter");
+}
+
+/// Deliveries (2xx) of `id` that reached `receiver`.
+fn deliveries_of(receiver: &Receiver, id: &str) -> usize {
+    receiver
+        .delivered()
+        .iter()
+        .filter(|r| r.event_id() == id)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_session_link_signs_an_owner_in_to_recover_a_window_and_resend_an_event() {
+    let Some((chromedriver, chromium)) = browser_or_skip() else {
+        return;
+    };
+    let deployment = Deployment::new("portalrec");
+    let instance = Instance::start(&deployment).await;
+    let admin = instance.api_client(ADMIN_TOKEN);
+    let (status, v) = admin
+        .call(
+            "POST",
+            "/v1/owners",
+            Some(json!({"id": "giftco", "name": "Gift Co"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, link) = admin
+        .call("POST", "/v1/owners/giftco/portal-sessions", None)
+        .await;
+    assert_eq!(status, 201, "{link}");
+    let url = link["url"].as_str().unwrap().to_string();
+    let token = link["token"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&instance.api), "{url}");
+    let giftco = instance.api_client(&token);
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let (sub, secret) = giftco
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    instance.wait_assigned().await;
+
+    // An old event (outside the window the page will ask for), then three
+    // recent ones.
+    let producer = producer();
+    let old = event("points.earned", "evt_pold", sample_data("points.earned", 0));
+    let payload = serde_json::to_vec(&old).unwrap();
+    producer
+        .send(
+            FutureRecord::to(&deployment.input)
+                .key("cus_0")
+                .payload(&payload)
+                .timestamp(chrono::Utc::now().timestamp_millis() - 600_000),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce the old event");
+    produce_many(&deployment, "points.earned", "evt_prec", 3).await;
+    let recent: BTreeSet<String> = (0..3).map(|n| format!("evt_prec{n}")).collect();
+    let mut all = recent.clone();
+    all.insert("evt_pold".into());
+    receiver.wait_completed(&sub, &all, LONG).await;
+
+    // The link the admin handed out signs the owner in, and leaves the
+    // address bar.
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.session(&chromium, 1280, 1000).await;
+    browser.goto(&url).await;
+    browser.wait_text("nav", "Recover", LONG).await;
+    browser
+        .find(&format!(r#"#endpoints tr[data-id="{sub}"]"#))
+        .await;
+    assert!(!browser.current_url().await.contains(&token));
+
+    // Recover the last five minutes from the page: the three recent events
+    // come again, the old one does not.
+    let portal = format!("{}/portal", instance.api);
+    browser.goto(&format!("{portal}#/recover?sub={sub}")).await;
+    browser.find("#recover-form").await;
+    browser
+        .run(
+            "const d = new Date(Date.now() - 5 * 60000 - new Date().getTimezoneOffset() * 60000); \
+             document.querySelector('#recover-since').value = d.toISOString().slice(0, 16);",
+            json!([]),
+        )
+        .await;
+    browser.click("#start-recover").await;
+    browser.wait_text("#recover-status", "finished", LONG).await;
+    browser
+        .screenshot(&screenshot_dir().join("recover.png"))
+        .await;
+    crate::support::eventually("the window's events arrive again", LONG, || {
+        recent.iter().all(|id| deliveries_of(&receiver, id) == 2)
+    })
+    .await;
+    assert_eq!(
+        deliveries_of(&receiver, "evt_pold"),
+        1,
+        "outside the window"
+    );
+
+    // Resend one event from its entry in the delivery log.
+    browser.goto(&format!("{portal}#/log?sub={sub}")).await;
+    browser.wait_text("#attempts tbody", "evt_pold", LONG).await;
+    browser
+        .run(
+            "[...document.querySelectorAll('#attempts tbody tr')] \
+               .find((tr) => tr.textContent.includes('evt_pold')) \
+               .querySelector('button.link').click()",
+            json!([]),
+        )
+        .await;
+    browser.wait_text("#attempt-detail", "evt_pold", LONG).await;
+    browser.click("#resend").await;
+    browser
+        .wait_text("#attempt-detail", "Sent again", LONG)
+        .await;
+    crate::support::eventually("the resent event arrives", LONG, || {
+        deliveries_of(&receiver, "evt_pold") == 2
+    })
+    .await;
+    assert!(
+        receiver.bad_signatures().is_empty(),
+        "{:?}",
+        receiver.bad_signatures()
+    );
+
+    // Revoked by the admin: the page says the session is over.
+    let (status, _) = admin
+        .call("DELETE", "/v1/owners/giftco/portal-sessions", None)
+        .await;
+    assert_eq!(status, 204);
+    browser.goto(&format!("{portal}?again#/endpoints")).await;
+    browser
+        .wait_text("#expired", "Your session has expired", LONG)
+        .await;
+    browser.close().await;
 }

@@ -63,7 +63,7 @@ export async function render(main, _rest, params) {
       },
     },
     h("p", {}, h("label", { for: "recover-since" }, "From "), since, h("label", { for: "recover-until" }, " until "), until, h("span", { class: "muted" }, " (empty: now)")),
-    h("p", {}, h("label", { for: "recover-types" }, "Only these types (none selected: all the endpoint takes) "), only),
+    h("p", { class: "stacked" }, h("label", { for: "recover-types" }, "Only these types (none selected: all the endpoint takes)"), only),
     h("button", { type: "submit", class: "primary", id: "start-recover" }, "Start recovery"),
   );
 
