@@ -83,6 +83,14 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
     // How long attempts of this endpoint take lately (a moving average), to
     // estimate how long the lane's backlog needs to drain.
     let attempt_ms = Arc::new(AtomicU64::new(0));
+    // When the lane last made progress (an attempt finished, or one started
+    // with none running), in ms since `epoch`: a lane with attempts running
+    // and no progress for lane_max_wait is stalled.
+    let epoch = Instant::now();
+    let progress_ms = Arc::new(AtomicU64::new(0));
+    // Parking puts a job back no sooner than the first retry tier: a job the
+    // lane would reach before then is better off waiting in it.
+    let first_tier = deliverer.schedule.tier_at(0);
     loop {
         let job = match tokio::time::timeout(IDLE, rx.recv()).await {
             Ok(Some(job)) => job,
@@ -128,16 +136,30 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
             continue;
         };
         // A lane that drains keeps its jobs however long the burst; one that
-        // does not (slow or failing endpoint) parks what waited too long, so
-        // it holds neither memory nor Kafka offsets.
-        if job.queued_at.elapsed() > lane_max_wait {
-            let deliverer = deliverer.clone();
-            let backlog = backlog(&rx, &attempt_ms, max_in_flight);
-            tokio::spawn(async move { deliverer.park(job, Park::LaneBusy(backlog)).await });
-            continue;
+        // does not (a slow, hanging or rate-limited endpoint) parks what
+        // waited too long, so it holds neither memory nor Kafka offsets.
+        // Draining: attempts finish, and what is queued would be sent
+        // before the first retry tier could bring a parked job back.
+        let limit = live.sub.rate_limit.as_ref().or(default_limit.as_ref());
+        let aged = job.queued_at.elapsed() > lane_max_wait;
+        if aged {
+            let running = max_in_flight - slots.available_permits();
+            let since_progress = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(progress_ms.load(Ordering::Relaxed)));
+            let stalled = running > 0 && since_progress > lane_max_wait;
+            let backlog = backlog(&rx, &attempt_ms, max_in_flight, limit);
+            if stalled || backlog > first_tier {
+                let deliverer = deliverer.clone();
+                tokio::spawn(async move { deliverer.park(job, Park::LaneBusy(backlog)).await });
+                continue;
+            }
         }
         // Ask the breaker only once a slot is free: the attempts before this
         // one have finished and told it how they went.
+        if slots.available_permits() == max_in_flight {
+            progress_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
@@ -152,7 +174,7 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
             tokio::spawn(async move { deliverer.park(job, Park::CircuitOpen(left)).await });
             continue;
         }
-        if let Some(limit) = live.sub.rate_limit.as_ref().or(default_limit.as_ref()) {
+        if let Some(limit) = limit {
             let bucket =
                 bucket.get_or_insert_with(|| TokenBucket::new(limit.clone(), Instant::now()));
             bucket.set_limit(limit);
@@ -162,15 +184,20 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
             }
         }
         // The wait for one of the instance's request permits counts toward
-        // lane_max_wait too: a job that cannot get one in time is parked.
-        let left = lane_max_wait.saturating_sub(job.queued_at.elapsed());
+        // lane_max_wait too: a job that cannot get one in time is parked (a
+        // job of a draining lane kept past lane_max_wait gets it afresh).
+        let left = if aged {
+            lane_max_wait
+        } else {
+            lane_max_wait.saturating_sub(job.queued_at.elapsed())
+        };
         let permit =
             match tokio::time::timeout(left, deliverer.requests.acquire(&live.sub.owner)).await {
                 Ok(permit) => permit,
                 Err(_) => {
                     drop(slot);
                     let deliverer = deliverer.clone();
-                    let backlog = backlog(&rx, &attempt_ms, max_in_flight);
+                    let backlog = backlog(&rx, &attempt_ms, max_in_flight, limit);
                     tokio::spawn(async move { deliverer.park(job, Park::LaneBusy(backlog)).await });
                     continue;
                 }
@@ -178,12 +205,14 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         let deliverer = deliverer.clone();
         let circuit = circuit.clone();
         let attempt_ms = attempt_ms.clone();
+        let progress_ms = progress_ms.clone();
         tokio::spawn(async move {
             let (result, attempt) = deliverer.send(permit, &live, &job.headers, &job.body).await;
             let took = result.duration.as_millis() as u64;
             let _ = attempt_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
                 Some(if avg == 0 { took } else { (avg * 7 + took) / 8 })
             });
+            progress_ms.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
             // The breaker learns the outcome before the slot frees, so the
             // next admission already knows; waiting for Kafka to take the
             // attempt log and the retry does not hold the endpoint's slot.
@@ -235,12 +264,58 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
 }
 
 /// About how long the jobs queued in a lane need to drain, from how long
-/// its attempts take lately and how many run at once.
-fn backlog<T>(rx: &mpsc::Receiver<T>, attempt_ms: &AtomicU64, max_in_flight: usize) -> Duration {
-    let per_attempt = attempt_ms.load(Ordering::Relaxed);
-    Duration::from_millis(per_attempt * (rx.len() as u64 + 1) / max_in_flight.max(1) as u64)
+/// its attempts take lately and how many run at once, and its rate limit.
+fn backlog<T>(
+    rx: &mpsc::Receiver<T>,
+    attempt_ms: &AtomicU64,
+    max_in_flight: usize,
+    limit: Option<&RateLimit>,
+) -> Duration {
+    drain_time(
+        rx.len() + 1,
+        attempt_ms.load(Ordering::Relaxed),
+        max_in_flight,
+        limit.map(|l| l.per_second),
+    )
+}
+
+/// How long `queued` jobs take at `max_in_flight` attempts of `per_attempt_ms`
+/// each, and no faster than `per_second` when rate-limited.
+fn drain_time(
+    queued: usize,
+    per_attempt_ms: u64,
+    max_in_flight: usize,
+    per_second: Option<u32>,
+) -> Duration {
+    let sending =
+        Duration::from_millis(per_attempt_ms * queued as u64 / max_in_flight.max(1) as u64);
+    let limited = per_second
+        .filter(|r| *r > 0)
+        .map(|r| Duration::from_secs_f64(queued as f64 / f64::from(r)))
+        .unwrap_or_default();
+    sending.max(limited)
 }
 
 fn lock(circuit: &Mutex<Circuit>) -> std::sync::MutexGuard<'_, Circuit> {
     circuit.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_time_counts_concurrency_and_the_rate_limit() {
+        // 10,000 jobs of 3 ms at 16 at once: under 2 s.
+        assert_eq!(drain_time(10_000, 3, 16, None), Duration::from_millis(1875));
+        // The same at 10 requests a second: 1,000 s.
+        assert_eq!(
+            drain_time(10_000, 3, 16, Some(10)),
+            Duration::from_secs(1000)
+        );
+        // A hanging endpoint (30 s attempts): 98 jobs at 2 at once.
+        assert_eq!(drain_time(98, 30_000, 2, None), Duration::from_secs(1470));
+        // Nothing measured yet: no estimate beyond the rate limit.
+        assert_eq!(drain_time(50, 0, 16, None), Duration::ZERO);
+    }
 }

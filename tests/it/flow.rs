@@ -379,3 +379,79 @@ async fn a_burst_of_50000_events_to_a_slow_receiver_keeps_memory_flat_and_loses_
     );
     println!("burst of {total}: peak RSS {} MiB", peak / (1024 * 1024));
 }
+
+/// Deliveries deferred (parked in a tier without an attempt) so far.
+async fn deferred(instance: &Instance) -> f64 {
+    counter_sum_or_zero(
+        &metrics(instance).await,
+        "rewardhooks_deliveries_deferred_total",
+        &[],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_that_drains_keeps_a_burst_however_long_it_waits() {
+    // 20 ms per request, two at once: 300 events drain in about 3 s, so
+    // the tail of the burst waits far longer than lane_max_wait (the old
+    // rule, age alone, parked most of it), yet well within the first tier.
+    let deployment = Deployment::new("drains")
+        .delivery(r#"lane_max_wait = "100ms""#)
+        .delivery(r#"retry_schedule = ["30s"]"#)
+        .delivery("max_in_flight_per_subscription = 2");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::from_millis(20)).await;
+    let (sub, secret) = instance
+        .api_client("alice-token")
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    instance.wait_assigned().await;
+    let total = 300;
+    produce_many(&deployment, "points.earned", "evt_dr", total).await;
+    let want: std::collections::BTreeSet<String> =
+        (0..total).map(|n| format!("evt_dr{n}")).collect();
+    // Before the first retry tier could bring a parked one back.
+    receiver
+        .wait_completed(&sub, &want, Duration::from_secs(25))
+        .await;
+    assert_eq!(
+        deferred(&instance).await,
+        0.0,
+        "a draining lane parked jobs"
+    );
+    assert_eq!(receiver.duplicates(), 0);
+    assert!(receiver.bad_signatures().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_lane_parks_what_waited_too_long_and_delivers_it_later() {
+    // One second per request, two at once: 40 events need 20 s, far more
+    // than lane_max_wait and the first tier.
+    let deployment = Deployment::new("slowlane")
+        .delivery(r#"lane_max_wait = "1s""#)
+        .delivery(r#"retry_schedule = ["1s", "2s"]"#)
+        .delivery("max_in_flight_per_subscription = 2");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::from_secs(1)).await;
+    let (sub, secret) = instance
+        .api_client("alice-token")
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    instance.wait_assigned().await;
+    produce_many(&deployment, "points.earned", "evt_sl", 40).await;
+    let started = Instant::now();
+    let mut parked = 0.0;
+    while parked == 0.0 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        parked = deferred(&instance).await;
+    }
+    assert!(parked > 0.0, "nothing parked from a slow lane");
+    let want: std::collections::BTreeSet<String> = (0..40).map(|n| format!("evt_sl{n}")).collect();
+    receiver
+        .wait_completed(&sub, &want, Duration::from_secs(180))
+        .await;
+    // Parked without an attempt: each event was attempted once, and succeeded.
+    assert_eq!(receiver.count(), 40, "a parked job was attempted");
+    assert!(receiver.bad_signatures().is_empty());
+}
