@@ -690,3 +690,90 @@ async fn a_recovery_and_a_resend_send_only_what_the_owners_scope_grants_now() {
     assert_eq!(record["actor"]["owner"], "giftco", "{record}");
     assert!(record["actor"]["key_id"].as_str().is_some(), "{record}");
 }
+
+/// Deletes every record of `topic` (the admin API's DeleteRecords), as
+/// retention would: each partition's low watermark moves to its end. False
+/// when the broker does not do DeleteRecords (Tansu 0.6 drops the
+/// connection; Apache Kafka does it).
+async fn expire_all(topic: &str, partitions: i32) -> bool {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap());
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("admin client");
+    let reader: BaseConsumer = config
+        .clone()
+        .set("group.id", "it-expire")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        let (_, high) = reader
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        tpl.add_partition_offset(topic, p, Offset::Offset(high))
+            .unwrap();
+    }
+    let result = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    for e in result.elements() {
+        if let Err(error) = e.error() {
+            println!(
+                "skipped: the broker refused DeleteRecords ({error}); run against Apache Kafka"
+            );
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resending_an_event_past_retention_answers_410() {
+    let deployment = Deployment::new("expired");
+    let instance = Instance::start(&deployment).await;
+    let receiver = Receiver::start(200, Duration::ZERO).await;
+    let alice = instance.api_client("alice-token");
+    let (sub, secret) = alice
+        .subscribe(&receiver.url, &["points.earned"], None)
+        .await;
+    receiver.expect(&sub, &secret);
+    instance.wait_assigned().await;
+    let now = chrono::Utc::now().timestamp_millis();
+    produce_timed(&producer(), &deployment.input, "evt_ex", 5, now, 1).await;
+    let all: BTreeSet<String> = (0..5).map(|n| format!("evt_ex{n}")).collect();
+    receiver
+        .wait_completed(&sub, &all, Duration::from_secs(60))
+        .await;
+    wait_committed_to_end(&deployment, Duration::from_secs(60)).await;
+    if !expire_all(&deployment.input, deployment.partitions).await {
+        return;
+    }
+
+    let path = format!("/v1/subscriptions/{sub}/resend");
+    // The attempt log is a view of the attempts topic: poll until it has it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, v) = loop {
+        let (status, v) = alice
+            .call("POST", &path, Some(json!({"event_id": "evt_ex2"})))
+            .await;
+        if status != 404 || Instant::now() > deadline {
+            break (status, v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 410, "{v}");
+    assert_eq!(v["error"]["code"], "event_expired");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&deployment.input),
+        "{v} names the topic"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(per_event(&receiver, &sub).get("evt_ex2"), Some(&1));
+}
