@@ -55,6 +55,7 @@ run() { # name file receiver [section]
   guide_pid=
 }
 run quickstart README.md rust "Quickstart: a verified webhook in a minute"
+run partner README.md rust "Onboard a partner: an owner, its key, its portal"
 run points-earned-email docs/guides/points-earned-email.md rust
 run profile-updated-crm-sync docs/guides/profile-updated-crm-sync.md python
 run points-redeemed-fulfilment docs/guides/points-redeemed-fulfilment.md "$node_receiver"
