@@ -389,6 +389,7 @@ impl KeyView {
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 422, description = "`invalid_name`, or `invalid_expires_at`: not in the future", body = ErrorBody),
     ))]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -407,6 +408,12 @@ pub async fn create_key(
         return Err(ApiError::invalid(
             "invalid_name",
             "name must be at most 200 characters",
+        ));
+    }
+    if body.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(ApiError::invalid(
+            "invalid_expires_at",
+            "expires_at must be in the future",
         ));
     }
     let token = new_token(KEY_PREFIX);

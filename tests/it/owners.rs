@@ -663,3 +663,38 @@ async fn a_suspended_owners_keys_answer_403_and_its_deliveries_are_held_until_it
         .await;
     assert!(receiver.bad_signatures().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_key_past_its_expiry_answers_401_and_a_past_expiry_is_refused() {
+    let deployment = Deployment::new("keyexp");
+    let instance = Instance::start(&deployment).await;
+    let admin = instance.api_client(ADMIN_TOKEN);
+    create_owner(&admin, json!({"id": "giftco", "name": "Gift Co"})).await;
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(4))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, v) = admin
+        .call(
+            "POST",
+            "/v1/owners/giftco/keys",
+            Some(json!({"name": "short", "expires_at": soon})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let key = instance.api_client(v["token"].as_str().unwrap());
+    let (status, me) = key.call("GET", "/v1/me", None).await;
+    assert_eq!((status, me["id"].clone()), (200, json!("giftco")), "{me}");
+    let (status, v) = status_until(&key, "GET", "/v1/me", 401, Duration::from_secs(15)).await;
+    assert_eq!(status, 401, "the key expired: {v}");
+
+    let past = (chrono::Utc::now() - chrono::TimeDelta::seconds(60))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, v) = admin
+        .call(
+            "POST",
+            "/v1/owners/giftco/keys",
+            Some(json!({"expires_at": past})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_expires_at");
+}
