@@ -102,6 +102,21 @@ async fn live_p99(
     latencies[(latencies.len() * 99).div_ceil(100) - 1]
 }
 
+/// POSTs a resend of `event_id`, polling while it answers 404: the attempt
+/// log is a view of the attempts topic and may not have the attempt yet.
+async fn resend_once_known(api: &Api, path: &str, event_id: &str) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = api
+            .call("POST", path, Some(json!({ "event_id": event_id })))
+            .await;
+        if status != 404 || Instant::now() > deadline {
+            return (status, v);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn wait_finished(api: &Api, id: &str, timeout: Duration) -> Value {
     let job = api
         .get_until(&format!("/v1/recoveries/{id}"), timeout, |v| {
@@ -230,17 +245,7 @@ async fn resending_one_delivered_event_sends_it_again_and_an_unknown_id_is_404()
         .await;
 
     let path = format!("/v1/subscriptions/{sub}/resend");
-    // The attempt log is a view of the attempts topic: poll until it has it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, v) = loop {
-        let (status, v) = alice
-            .call("POST", &path, Some(json!({"event_id": "evt_rs3"})))
-            .await;
-        if status != 404 || Instant::now() > deadline {
-            break (status, v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, v) = resend_once_known(&alice, &path, "evt_rs3").await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["source"]["topic"], deployment.input.as_str());
     eventually("evt_rs3 arrives again", Duration::from_secs(60), || {
@@ -658,16 +663,7 @@ async fn a_recovery_and_a_resend_send_only_what_the_owners_scope_grants_now() {
     // A resend of an event the scope no longer grants is refused.
     let resend = format!("/v1/subscriptions/{sub}/resend");
     let some_earned = earned.iter().next().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, v) = loop {
-        let (status, v) = giftco
-            .call("POST", &resend, Some(json!({"event_id": some_earned})))
-            .await;
-        if status != 404 || Instant::now() > deadline {
-            break (status, v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, v) = resend_once_known(&giftco, &resend, &some_earned).await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["error"]["code"], "outside_scope");
 
@@ -754,17 +750,7 @@ async fn resending_an_event_past_retention_answers_410() {
     }
 
     let path = format!("/v1/subscriptions/{sub}/resend");
-    // The attempt log is a view of the attempts topic: poll until it has it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, v) = loop {
-        let (status, v) = alice
-            .call("POST", &path, Some(json!({"event_id": "evt_ex2"})))
-            .await;
-        if status != 404 || Instant::now() > deadline {
-            break (status, v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (status, v) = resend_once_known(&alice, &path, "evt_ex2").await;
     assert_eq!(status, 410, "{v}");
     assert_eq!(v["error"]["code"], "event_expired");
     assert!(
