@@ -317,14 +317,13 @@ async fn the_recover_cli_runs_a_job_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_twice() {
-    // 2,000 events at most 200 a second: the job runs for ten seconds or
-    // more, long enough to kill its instance halfway on this shared 2-core
-    // machine (the 20,000 takes the same path, only longer).
-    let total = 2000;
+    // 20,000 events at most 2,000 a second: the job runs for ten seconds or
+    // more, long enough to kill its instance halfway.
+    let total = 20_000;
     let mut deployment = Deployment::new("recover-kill");
     deployment.env.push((
         "REWARDHOOKS__RECOVERY__MAX_EVENTS_PER_SECOND".into(),
-        "200".into(),
+        "2000".into(),
     ));
     // The first instance runs the recovery jobs (it is alone in the group
     // when it starts) and delivers nothing, so every repeat at the receiver
