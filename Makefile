@@ -29,10 +29,14 @@ test: test-alerts test-deploy test-docker examples guide check-guarantees browse
 ## rolling restart under load, a join and a leave under backlog, a restart
 ## before the subscription view caught up) and tests/outage.rs (the broker
 ## paused with work in flight; it pauses the broker, and cargo runs test
-## binaries one after another).
+## binaries one after another), and the integration tests that take over a
+## minute each (`#[ignore]` in tests/it: a 50,000-event burst, three
+## instances with a death and a join, the owner-scope changes, a recovery
+## whose instance is killed), which keeps `make test` near 12 minutes.
 test-slow:
 	scripts/tansu.sh install
 	scripts/tansu.sh run $(CARGO) test --test slow --test outage -- --test-threads=2
+	scripts/tansu.sh run $(CARGO) test --test it -- --ignored --test-threads=2
 
 ## The portal's browser test needs Debian's chromium and chromium-driver:
 ## installed when missing (as root); a failed install is an error when

@@ -323,6 +323,7 @@ async fn a_subscription_failing_for_disable_after_is_disabled_and_can_be_re_enab
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "over a minute: run by make test-slow"]
 async fn a_burst_of_50000_events_to_a_slow_receiver_keeps_memory_flat_and_loses_nothing() {
     let deployment = Deployment::new("burst")
         .delivery("retry_schedule = [\"1s\"]")

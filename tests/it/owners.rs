@@ -169,6 +169,7 @@ async fn produce_mixed(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "over a minute: run by make test-slow"]
 async fn an_owner_receives_only_what_its_scope_grants_and_a_changed_scope_applies_to_the_next_events(
 ) {
     let deployment = Deployment::new("scope");

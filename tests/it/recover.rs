@@ -316,6 +316,7 @@ async fn the_recover_cli_runs_a_job_to_its_end() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "over a minute: run by make test-slow"]
 async fn a_recovery_survives_the_death_of_its_instance_without_sending_an_event_twice() {
     // 20,000 events at most 2,000 a second: the job runs for ten seconds or
     // more, long enough to kill its instance halfway.
