@@ -19,24 +19,32 @@ release:
 
 ## Every test: installs Tansu if missing, starts it on a free port unless
 ## KAFKA_BOOTSTRAP is set, runs unit and integration tests, stops it.
-test: test-alerts test-deploy test-docker examples guide check-guarantees browser
+test: test-alerts test-deploy examples check-guarantees browser
 	scripts/tansu.sh install
-	scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
+	@s=$$(date +%s) && scripts/tansu.sh run $(CARGO) test --lib --bins --tests --examples -- --test-threads=2 \
+	  && echo "test: the cargo tests (with their build) took $$(( $$(date +%s) - s )) s"
 	$(CARGO) test --benches
 
-## Slow fault tests (`test = false` in Cargo.toml, so `make test` leaves
-## them out; CI (.ci/run) runs them after `make test`): tests/slow.rs (a
-## rolling restart under load, a join and a leave under backlog, a restart
-## before the subscription view caught up) and tests/outage.rs (the broker
-## paused with work in flight; it pauses the broker, and cargo runs test
-## binaries one after another), and the integration tests that take over a
-## minute each (`#[ignore]` in tests/it: a 50,000-event burst, three
-## instances with a death and a join, the owner-scope changes, a recovery
-## whose instance is killed), which keeps `make test` near 12 minutes.
+## The slow tier, left out of `make test` to keep it near ten minutes; CI
+## (.ci/run) runs it after `make test`, and `make test test-slow` is
+## everything. It prints how long each part took. In order:
+## - the release-build checks: the Dockerfile replay (`make test-docker`) and
+##   the quickstart and guides run as written (`make guide`; they build and
+##   run release binaries, as a reader would);
+## - the slow fault tests (`test = false` in Cargo.toml): tests/slow.rs (a
+##   rolling restart under load, a join and a leave under backlog, a restart
+##   before the subscription view caught up) and tests/outage.rs (the broker
+##   paused with work in flight; it pauses the broker, and cargo runs test
+##   binaries one after another);
+## - the integration tests that take over a minute each (`#[ignore]` in
+##   tests/it: a 50,000-event burst, three instances with a death and a join,
+##   the owner-scope changes, a recovery whose instance is killed).
 test-slow:
+	@s=$$(date +%s) && $(MAKE) --no-print-directory test-docker && echo "test-slow: Dockerfile replay took $$(( $$(date +%s) - s )) s"
+	@s=$$(date +%s) && $(MAKE) --no-print-directory guide && echo "test-slow: guides took $$(( $$(date +%s) - s )) s"
 	scripts/tansu.sh install
-	scripts/tansu.sh run $(CARGO) test --test slow --test outage -- --test-threads=2
-	scripts/tansu.sh run $(CARGO) test --test it -- --ignored --test-threads=2
+	@s=$$(date +%s) && scripts/tansu.sh run $(CARGO) test --test slow --test outage -- --test-threads=2 && echo "test-slow: slow fault tests took $$(( $$(date +%s) - s )) s"
+	@s=$$(date +%s) && scripts/tansu.sh run $(CARGO) test --test it -- --ignored --test-threads=2 && echo "test-slow: the ignored it tests took $$(( $$(date +%s) - s )) s"
 
 ## The portal's browser test needs Debian's chromium and chromium-driver:
 ## installed when missing (as root); a failed install is an error when
