@@ -404,7 +404,19 @@ max_subscriptions_per_owner = 200000
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rewardhooks"))
+        // BENCH_WRAP runs the instances under a tool, e.g.
+        // BENCH_WRAP="heaptrack -o /tmp/ht" for a heap profile.
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut command = match wrap.next() {
+            Some(tool) => {
+                let mut command = Command::new(tool);
+                command.args(wrap).arg(env!("CARGO_BIN_EXE_rewardhooks"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rewardhooks")),
+        };
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(config.path())

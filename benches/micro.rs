@@ -24,7 +24,7 @@ fn subscription(
         event_types,
     );
     sub.id = format!("sub_{i:08}");
-    sub.filter = filter;
+    sub.filter = filter.as_ref().map(rewardhooks::subscriptions::raw_json);
     Arc::new(LiveSubscription::new(sub))
 }
 

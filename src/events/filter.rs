@@ -39,8 +39,8 @@ pub struct FilterError {
 enum Condition {
     Eq(Value),
     Ne(Value),
-    In(Vec<Value>),
-    Nin(Vec<Value>),
+    In(Box<[Value]>),
+    Nin(Box<[Value]>),
     Gt(Value),
     Gte(Value),
     Lt(Value),
@@ -48,10 +48,12 @@ enum Condition {
     Exists(bool),
 }
 
-/// A compiled payload filter: every condition must hold.
+/// A compiled payload filter: every condition must hold. Each condition
+/// keeps its dotted path as one string, in a boxed slice: every instance
+/// holds the filter of every subscription, so it is kept compact.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
-    conditions: Vec<(Vec<String>, Condition)>,
+    conditions: Box<[(Box<str>, Condition)]>,
 }
 
 const MAX_CONDITIONS: usize = 32;
@@ -66,7 +68,7 @@ impl Filter {
     /// compiles becomes, so it never matches everything.
     pub fn never() -> Self {
         Filter {
-            conditions: vec![(vec!["id".into()], Condition::Exists(false))],
+            conditions: Box::new([("id".into(), Condition::Exists(false))]),
         }
     }
 
@@ -80,8 +82,8 @@ impl Filter {
         };
         let mut conditions = Vec::new();
         for (path, cond) in map {
-            let segments: Vec<String> = path.split('.').map(str::to_string).collect();
-            if path.is_empty() || segments.iter().any(String::is_empty) {
+            let segments: Vec<&str> = path.split('.').collect();
+            if path.is_empty() || segments.iter().any(|s| s.is_empty()) {
                 return Err(err(path, "path must be dot-separated names"));
             }
             if path.len() > MAX_PATH_BYTES || segments.len() > MAX_PATH_SEGMENTS {
@@ -92,7 +94,7 @@ impl Filter {
                     ),
                 ));
             }
-            if !matches!(segments[0].as_str(), "id" | "type" | "timestamp" | "data") {
+            if !matches!(segments[0], "id" | "type" | "timestamp" | "data") {
                 return Err(err(
                     path,
                     "path must start with id, type, timestamp or data",
@@ -106,7 +108,7 @@ impl Filter {
                                 path,
                                 &format!("{op} takes at most {MAX_LIST_ITEMS} items"),
                             )),
-                            Value::Array(items) => Ok(items.clone()),
+                            Value::Array(items) => Ok(items.clone().into_boxed_slice()),
                             _ => Err(err(path, &format!("{op} takes an array"))),
                         };
                         let c = match op.as_str() {
@@ -141,22 +143,24 @@ impl Filter {
                                 ))
                             }
                         };
-                        conditions.push((segments.clone(), c));
+                        conditions.push((path.as_str().into(), c));
                     }
                 }
-                literal => conditions.push((segments, Condition::Eq(literal.clone()))),
+                literal => conditions.push((path.as_str().into(), Condition::Eq(literal.clone()))),
             }
             if conditions.len() > MAX_CONDITIONS {
                 return Err(err(path, &format!("at most {MAX_CONDITIONS} conditions")));
             }
         }
-        Ok(Filter { conditions })
+        Ok(Filter {
+            conditions: conditions.into_boxed_slice(),
+        })
     }
 
     pub fn matches(&self, event: &Event) -> bool {
         self.conditions.iter().all(|(path, condition)| {
             let value = event.lookup(path);
-            let value = value.as_ref();
+            let value = value.as_deref();
             match condition {
                 Condition::Eq(x) => value.is_some_and(|v| json_eq(v, x)),
                 Condition::Ne(x) => !value.is_some_and(|v| json_eq(v, x)),

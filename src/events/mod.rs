@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::Headers;
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 pub use catalog::Catalog;
 
@@ -114,33 +115,34 @@ impl Event {
         self.data.get("owner").and_then(Value::as_str)
     }
 
-    /// A value of the outbound body by dotted path (`type`, `data.new_tier`).
-    pub(crate) fn lookup(&self, path: &[String]) -> Option<Value> {
-        let (first, rest) = path.split_first()?;
-        let root = match first.as_str() {
-            "id" => return rest.is_empty().then(|| Value::String(self.id.clone())),
-            "type" => {
-                return rest
-                    .is_empty()
-                    .then(|| Value::String(self.event_type.clone()))
-            }
-            "timestamp" => {
-                return rest
-                    .is_empty()
-                    .then(|| Value::String(self.timestamp.clone()))
-            }
+    /// A value of the outbound body by dotted path (`type`, `data.new_tier`),
+    /// borrowed from the event where it can be (matching looks up a path
+    /// per condition of every candidate subscription).
+    pub(crate) fn lookup(&self, path: &str) -> Option<Cow<'_, Value>> {
+        let (first, rest) = match path.split_once('.') {
+            Some((first, rest)) => (first, Some(rest)),
+            None => (path, None),
+        };
+        let top = |value: &str| {
+            rest.is_none()
+                .then(|| Cow::Owned(Value::String(value.to_string())))
+        };
+        let root = match first {
+            "id" => return top(&self.id),
+            "type" => return top(&self.event_type),
+            "timestamp" => return top(&self.timestamp),
             "data" => &self.data,
             _ => return None,
         };
         let mut current = root;
-        for segment in rest {
+        for segment in rest.into_iter().flat_map(|r| r.split('.')) {
             current = match current {
                 Value::Object(map) => map.get(segment)?,
                 Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
                 _ => return None,
             };
         }
-        Some(current.clone())
+        Some(Cow::Borrowed(current))
     }
 }
 
@@ -292,10 +294,7 @@ mod tests {
             ),
             "{body}"
         );
-        assert_eq!(
-            e.lookup(&["data".into(), "new_tier".into()]),
-            Some(json!("gold"))
-        );
+        assert_eq!(e.lookup("data.new_tier").as_deref(), Some(&json!("gold")));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub struct LiveSubscription {
     pub sub: Subscription,
     /// The owner's record, when health state changed `sub` (what writes
     /// start from; `None` = the same as `sub`).
-    owned: Option<Subscription>,
+    owned: Option<Box<Subscription>>,
     /// The offset of the subscriptions-topic record that made this version.
     pub version: i64,
     /// Set when the secret is sealed with a secrets key this instance does
@@ -38,10 +38,12 @@ impl LiveSubscription {
     /// Compiles a stored subscription; a filter that no longer compiles
     /// matches nothing rather than everything.
     pub fn new(sub: Subscription) -> Self {
-        let filter = sub
-            .filter
-            .as_ref()
-            .map(|f| Filter::compile(f).unwrap_or_else(|_| Filter::never()));
+        let filter = sub.filter.as_ref().map(|f| {
+            serde_json::from_str(f.get())
+                .ok()
+                .and_then(|f| Filter::compile(&f).ok())
+                .unwrap_or_else(Filter::never)
+        });
         let key = sub.secret.key_bytes().unwrap_or_default();
         let previous_key = match (&sub.previous_secret, sub.previous_secret_expires_at) {
             (Some(secret), Some(until)) => secret.key_bytes().map(|k| (k, until)),
@@ -78,13 +80,13 @@ impl LiveSubscription {
             return LiveSubscription::new(owned);
         };
         let mut live = LiveSubscription::new(effective(&owned, Some(health)));
-        live.owned = Some(owned);
+        live.owned = Some(Box::new(owned));
         live
     }
 
     /// The owner's record (writes start from it).
     pub fn owned(&self) -> &Subscription {
-        self.owned.as_ref().unwrap_or(&self.sub)
+        self.owned.as_deref().unwrap_or(&self.sub)
     }
 
     /// The same, as the version made by the record at `offset`.
@@ -194,7 +196,7 @@ mod tests {
             types.iter().map(|s| s.to_string()).collect(),
         );
         sub.id = id.into();
-        sub.filter = filter;
+        sub.filter = filter.as_ref().map(crate::subscriptions::raw_json);
         Arc::new(LiveSubscription::new(sub))
     }
 

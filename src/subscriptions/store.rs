@@ -611,7 +611,8 @@ impl SubscriptionStore {
             for value in sub.headers.values_mut() {
                 *value = Secret::from_string(cipher.decrypt(value.expose())?);
             }
-            if let Some(EndpointAuth::Oauth2ClientCredentials { client_secret, .. }) = &mut sub.auth
+            if let Some(EndpointAuth::Oauth2ClientCredentials { client_secret, .. }) =
+                sub.auth.as_deref_mut()
             {
                 *client_secret = Secret::from_string(cipher.decrypt(client_secret.expose())?);
             }
@@ -631,7 +632,7 @@ impl SubscriptionStore {
                 *value = Secret::from_string(cipher.encrypt(value.expose()));
             }
             if let Some(EndpointAuth::Oauth2ClientCredentials { client_secret, .. }) =
-                &mut sealed.auth
+                sealed.auth.as_deref_mut()
             {
                 *client_secret = Secret::from_string(cipher.encrypt(client_secret.expose()));
             }
@@ -954,11 +955,11 @@ mod tests {
         );
         let keyed = |id: &str, hash: &str| {
             let mut s = sub(id, "q");
-            s.idempotency = Some(IdempotencyKey {
+            s.idempotency = Some(Box::new(IdempotencyKey {
                 key: "k1".into(),
                 body_hash: hash.into(),
                 at_ms: 0,
-            });
+            }));
             s
         };
         assert_eq!(

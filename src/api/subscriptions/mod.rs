@@ -21,7 +21,7 @@ use crate::events::filter::Filter;
 use crate::subscriptions::credentials::{self, EndpointAuth};
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::store::{IdempotencyKey, Rejection};
-use crate::subscriptions::{RateLimit, Secret, Status, Subscription};
+use crate::subscriptions::{json_value, raw_json, RateLimit, Secret, Status, Subscription};
 
 pub mod attempts;
 pub mod secret;
@@ -86,11 +86,11 @@ impl From<&Subscription> for SubscriptionView {
             url: s.url.clone(),
             event_types: s.event_types.clone(),
             description: s.description.clone(),
-            filter: s.filter.clone(),
+            filter: s.filter.as_ref().map(json_value),
             rate_limit: s.rate_limit.clone(),
-            metadata: s.metadata.clone(),
+            metadata: s.metadata.as_ref().map(json_value),
             headers: credentials::redacted_headers(&s.headers),
-            auth: s.auth.as_ref().map(EndpointAuth::redacted),
+            auth: s.auth.as_deref().map(EndpointAuth::redacted),
             status: s.status,
             disabled_reason: s.disabled_reason.clone(),
             disabled_at: s.disabled_at,
@@ -519,12 +519,12 @@ pub async fn create(
         .into_iter()
         .map(|(name, value)| (name, Secret::from_string(value)))
         .collect();
-    sub.auth = auth;
+    sub.auth = auth.map(Box::new);
     sub.description = body.description;
-    sub.filter = body.filter;
+    sub.filter = body.filter.as_ref().map(raw_json);
     sub.rate_limit = body.rate_limit.or(default_rate);
-    sub.metadata = body.metadata;
-    sub.idempotency = idempotency;
+    sub.metadata = body.metadata.as_ref().map(raw_json);
+    sub.idempotency = idempotency.map(Box::new);
     let created = state
         .shared
         .store
@@ -705,7 +705,7 @@ pub async fn update(
     let mut auth = body.auth.as_ref().map(|asked| {
         asked
             .clone()
-            .map(|a| keep_redacted_secret(a, sub.auth.as_ref()))
+            .map(|a| keep_redacted_secret(a, sub.auth.as_deref()))
     });
     {
         let plain = |h: &BTreeMap<String, Secret>| -> BTreeMap<String, String> {
@@ -714,7 +714,7 @@ pub async fn update(
                 .collect()
         };
         let effective_headers = plain(headers.as_ref().unwrap_or(&sub.headers));
-        let mut current_auth = sub.auth.clone();
+        let mut current_auth = sub.auth.as_deref().cloned();
         let effective_auth = match &mut auth {
             Some(asked) => asked.as_mut(),
             None => current_auth.as_mut(),
@@ -751,19 +751,19 @@ pub async fn update(
                 sub.description = Some(d.clone());
             }
             if let Some(f) = &body.filter {
-                sub.filter = (!f.as_object().is_some_and(|m| m.is_empty())).then(|| f.clone());
+                sub.filter = (!f.as_object().is_some_and(|m| m.is_empty())).then(|| raw_json(f));
             }
             if let Some(r) = &body.rate_limit {
                 sub.rate_limit = Some(r.clone());
             }
             if let Some(m) = &body.metadata {
-                sub.metadata = Some(m.clone());
+                sub.metadata = Some(raw_json(m));
             }
             if let Some(h) = &headers {
                 sub.headers = h.clone();
             }
             if let Some(a) = &auth {
-                sub.auth = a.clone();
+                sub.auth = a.clone().map(Box::new);
             }
             if let Some(status) = body.status {
                 if (disabled || sub.status == Status::Disabled) && status == Status::Active {
