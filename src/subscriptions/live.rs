@@ -2,13 +2,17 @@
 //! signing, behind an index keyed by event type so matching does not scan
 //! every subscription.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::events::filter::{type_matches, Filter};
 use crate::events::{is_operational, Event};
 use crate::subscriptions::health::{effective, Health};
 use crate::subscriptions::{Status, Subscription};
+
+/// The previous secret's key and the end of its grace period.
+type PreviousKey = (Box<[u8]>, chrono::DateTime<chrono::Utc>);
 
 /// A subscription ready for matching and signing.
 #[derive(Debug)]
@@ -27,11 +31,11 @@ pub struct LiveSubscription {
     pub filter: Option<Filter>,
     /// HMAC keys decoded once: the current secret's, and the previous one's
     /// with the end of its grace period.
-    key: Vec<u8>,
-    previous_key: Option<(Vec<u8>, chrono::DateTime<chrono::Utc>)>,
+    key: Box<[u8]>,
+    previous_key: Option<Box<PreviousKey>>,
     /// Custom headers, parsed once and marked sensitive (kept out of
     /// debug output).
-    pub(crate) request_headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    pub(crate) request_headers: Box<[(reqwest::header::HeaderName, reqwest::header::HeaderValue)]>,
 }
 
 impl LiveSubscription {
@@ -44,9 +48,15 @@ impl LiveSubscription {
                 .and_then(|f| Filter::compile(&f).ok())
                 .unwrap_or_else(Filter::never)
         });
-        let key = sub.secret.key_bytes().unwrap_or_default();
+        let key = sub
+            .secret
+            .key_bytes()
+            .unwrap_or_default()
+            .into_boxed_slice();
         let previous_key = match (&sub.previous_secret, sub.previous_secret_expires_at) {
-            (Some(secret), Some(until)) => secret.key_bytes().map(|k| (k, until)),
+            (Some(secret), Some(until)) => secret
+                .key_bytes()
+                .map(|k| Box::new((k.into_boxed_slice(), until))),
             _ => None,
         };
         // Validated when written; a header that no longer parses is left out
@@ -97,10 +107,10 @@ impl LiveSubscription {
 
     /// Keys that sign a delivery made at `now`, current first.
     pub(crate) fn signing_keys(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<&[u8]> {
-        let mut keys = vec![self.key.as_slice()];
-        if let Some((previous, until)) = &self.previous_key {
+        let mut keys = vec![&*self.key];
+        if let Some((previous, until)) = self.previous_key.as_deref() {
             if now < *until {
-                keys.push(previous.as_slice());
+                keys.push(previous);
             }
         }
         keys
@@ -127,11 +137,43 @@ impl LiveSubscription {
     }
 }
 
+/// A live subscription ordered and found by its id: a set of them is a map
+/// by id without a second copy of every id (every instance holds every
+/// subscription, in the view and in the index).
+#[derive(Clone)]
+pub struct ById(pub Arc<LiveSubscription>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.sub.id
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.sub.id == other.0.sub.id
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.sub.id.cmp(&other.0.sub.id)
+    }
+}
+
 /// Active subscriptions by exact event type, plus those with wildcards.
 #[derive(Default)]
 pub struct Index {
-    exact: HashMap<String, BTreeMap<String, Arc<LiveSubscription>>>,
-    wildcard: BTreeMap<String, Arc<LiveSubscription>>,
+    exact: HashMap<String, BTreeSet<ById>>,
+    wildcard: BTreeSet<ById>,
 }
 
 impl Index {
@@ -142,19 +184,20 @@ impl Index {
             return;
         }
         if live.is_wildcard() {
-            self.wildcard.insert(live.sub.id.clone(), live.clone());
+            self.wildcard.replace(ById(live.clone()));
         } else {
             for t in &live.sub.event_types {
-                self.exact
-                    .entry(t.clone())
-                    .or_default()
-                    .insert(live.sub.id.clone(), live.clone());
+                let subs = match self.exact.get_mut(t) {
+                    Some(subs) => subs,
+                    None => self.exact.entry(t.clone()).or_default(),
+                };
+                subs.replace(ById(live.clone()));
             }
         }
     }
 
     pub fn remove(&mut self, old: &LiveSubscription) {
-        let id = &old.sub.id;
+        let id = old.sub.id.as_str();
         self.wildcard.remove(id);
         for t in &old.sub.event_types {
             if let Some(subs) = self.exact.get_mut(t) {
@@ -171,10 +214,10 @@ impl Index {
         let exact = self.exact.get(&event.event_type);
         exact
             .into_iter()
-            .flat_map(|m| m.values())
-            .chain(self.wildcard.values())
-            .filter(|live| live.matches(event))
-            .cloned()
+            .flatten()
+            .chain(&self.wildcard)
+            .filter(|live| live.0.matches(event))
+            .map(|live| live.0.clone())
             .collect()
     }
 }

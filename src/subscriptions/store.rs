@@ -20,7 +20,7 @@
 //! with a repair (the winning state again, or a tombstone), so a view rebuilt
 //! from the compacted topic agrees too.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ use crate::kafka::header_str;
 use crate::metrics::METRICS;
 use crate::secrets::{CipherError, SecretCipher};
 use crate::subscriptions::health::Health;
-use crate::subscriptions::live::{Index, LiveSubscription};
+use crate::subscriptions::live::{ById, Index, LiveSubscription};
 use crate::subscriptions::{EndpointAuth, Secret, Subscription};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ pub struct IdempotencyKey {
 
 #[derive(Default)]
 struct View {
-    by_id: BTreeMap<String, Arc<LiveSubscription>>,
+    by_id: BTreeSet<ById>,
     index: Index,
     /// Ids deleted since this view started: final.
     deleted: HashSet<String>,
@@ -142,7 +142,7 @@ struct View {
 
 impl View {
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.by_id.remove(id) {
+        if let Some(ById(old)) = self.by_id.take(id) {
             self.index.remove(&old);
             if let Some(n) = self.owned.get_mut(&old.sub.owner) {
                 *n = n.saturating_sub(1);
@@ -178,7 +178,7 @@ impl View {
             );
         }
         self.index.insert(&live);
-        self.by_id.insert(sub.id.clone(), live);
+        self.by_id.replace(ById(live));
     }
 
     /// The rule every instance applies, in log order.
@@ -190,7 +190,7 @@ impl View {
         cap: usize,
         at_ms: i64,
     ) -> Result<(), Rejection> {
-        let current = self.by_id.get(id);
+        let current = self.by_id.get(id).map(|b| &b.0);
         match kind {
             WriteKind::Create => {
                 if self.deleted.contains(id) {
@@ -464,7 +464,7 @@ impl SubscriptionStore {
             Some(h) => view.health.insert(id.to_string(), h.clone()),
             None => view.health.remove(id),
         };
-        if let Some(current) = view.by_id.get(id).cloned() {
+        if let Some(ById(current)) = view.by_id.get(id).cloned() {
             let mut live = LiveSubscription::merged(current.owned().clone(), health.as_ref())
                 .at_version(current.version);
             live.unknown_key = current.unknown_key.clone();
@@ -553,7 +553,7 @@ impl SubscriptionStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<LiveSubscription>> {
-        self.read().by_id.get(id).cloned()
+        self.read().by_id.get(id).map(|b| b.0.clone())
     }
 
     pub fn matching(&self, event: &Event) -> Vec<Arc<LiveSubscription>> {
@@ -576,7 +576,7 @@ impl SubscriptionStore {
             None => view.by_id.range::<str, _>(..),
         };
         let mut items: Vec<_> = range
-            .map(|(_, live)| live)
+            .map(|live| &live.0)
             .filter(|live| owner.is_none_or(|o| live.sub.owner == o))
             .take(limit + 1)
             .cloned()
@@ -590,7 +590,7 @@ impl SubscriptionStore {
     /// does not have, with how many subscriptions each.
     pub(crate) fn unknown_keys(&self) -> BTreeMap<String, usize> {
         let mut keys = BTreeMap::new();
-        for live in self.read().by_id.values() {
+        for ById(live) in self.read().by_id.iter() {
             if let Some(kid) = &live.unknown_key {
                 *keys.entry(kid.clone()).or_default() += 1;
             }
