@@ -721,7 +721,9 @@ async fn http_baseline(receiver: &Receiver) -> Value {
     let secret = Secret::generate();
     let key = secret.key_bytes().unwrap();
     let (_, url) = receiver.endpoint(secret.expose());
-    let body = outbound_body(0);
+    let body = axum::body::Bytes::from(outbound_body(0));
+    // Parsed once, as a live subscription keeps its URL.
+    let parsed = rewardhooks::delivery::sender::parse_url(&url).expect("the receiver's URL");
     let warm_up = secs(2.0, 1.0);
     let measure = secs(10.0, 2.0);
     let mut levels = Vec::new();
@@ -729,6 +731,7 @@ async fn http_baseline(receiver: &Receiver) -> Value {
         let run = |duration: Duration| {
             let sender = sender.clone();
             let url = url.clone();
+            let parsed = parsed.clone();
             let body = body.clone();
             let key = key.clone();
             async move {
@@ -738,8 +741,13 @@ async fn http_baseline(receiver: &Receiver) -> Value {
                 let counter = Arc::new(AtomicU64::new(0));
                 let workers: Vec<_> = (0..concurrency)
                     .map(|_| {
-                        let (sender, url, body, key) =
-                            (sender.clone(), url.clone(), body.clone(), key.clone());
+                        let (sender, url, parsed, body, key) = (
+                            sender.clone(),
+                            url.clone(),
+                            parsed.clone(),
+                            body.clone(),
+                            key.clone(),
+                        );
                         let (ok, failed, counter) = (ok.clone(), failed.clone(), counter.clone());
                         tokio::spawn(async move {
                             while Instant::now() < deadline {
@@ -748,6 +756,8 @@ async fn http_baseline(receiver: &Receiver) -> Value {
                                 let result = sender
                                     .send(Outbound {
                                         url: &url,
+                                        parsed: Some(Ok(&parsed)),
+                                        show_headers: false,
                                         event_id: &id,
                                         body: &body,
                                         keys: &[key.as_slice()],

@@ -366,8 +366,10 @@ mod tests {
             let result = sender
                 .send(crate::delivery::sender::Outbound {
                     url: &url,
+                    parsed: None,
+                    show_headers: false,
                     event_id: "evt_1",
-                    body: b"{}",
+                    body: &bytes::Bytes::from_static(b"{}"),
                     keys: &[b"k".as_slice()],
                     extra: &[],
                     bearer: None,

@@ -26,7 +26,8 @@ use crate::subscriptions::Status;
 pub(super) struct Job {
     pub subscription_id: String,
     pub headers: DeliveryHeaders,
-    pub body: Vec<u8>,
+    /// Shared with every attempt's request (no copy per attempt).
+    pub body: bytes::Bytes,
     pub record: RecordRef,
     /// When it entered its lane: a job waiting longer than
     /// `delivery.lane_max_wait` is parked in a retry tier instead.
@@ -110,10 +111,10 @@ impl Deliverer {
         &self,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
-        body: &[u8],
+        body: &bytes::Bytes,
     ) -> (AttemptResult, AttemptRecord) {
         let permit = self.requests.acquire(&live.sub.owner).await;
-        let (result, attempt) = self.send(permit, live, headers, body).await;
+        let (result, attempt) = self.send(permit, live, headers, body, true).await;
         if self.log_attempt(&attempt).await {
             self.shared.attempt_log.add_local(attempt.clone());
         }
@@ -121,17 +122,21 @@ impl Deliverer {
     }
 
     /// The HTTP part of an attempt, holding one of the instance's request
-    /// permits: sign, POST, classify.
+    /// permits: sign, POST, classify. `show_headers` keeps the headers that
+    /// went out in the result (the test webhook's answer).
     pub(super) async fn send(
         &self,
         permit: Permit,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
-        body: &[u8],
+        body: &bytes::Bytes,
+        show_headers: bool,
     ) -> (AttemptResult, AttemptRecord) {
         let now = Utc::now();
         let keys = live.signing_keys(now);
-        let result = self.send_authorized(live, headers, body, &keys).await;
+        let result = self
+            .send_authorized(live, headers, body, &keys, show_headers)
+            .await;
         drop(permit);
         METRICS
             .delivery_attempt_duration
@@ -166,11 +171,14 @@ impl Deliverer {
         &self,
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
-        body: &[u8],
+        body: &bytes::Bytes,
         keys: &[&[u8]],
+        show_headers: bool,
     ) -> AttemptResult {
         let outbound = |bearer| Outbound {
             url: &live.sub.url,
+            parsed: Some(live.url()),
+            show_headers,
             event_id: &headers.event_id,
             body,
             keys,

@@ -207,7 +207,9 @@ async fn run_lane(deliverer: Arc<Deliverer>, mut rx: mpsc::Receiver<Job>, subscr
         let attempt_ms = attempt_ms.clone();
         let progress_ms = progress_ms.clone();
         tokio::spawn(async move {
-            let (result, attempt) = deliverer.send(permit, &live, &job.headers, &job.body).await;
+            let (result, attempt) = deliverer
+                .send(permit, &live, &job.headers, &job.body, false)
+                .await;
             let took = result.duration.as_millis() as u64;
             let _ = attempt_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
                 Some(if avg == 0 { took } else { (avg * 7 + took) / 8 })

@@ -137,7 +137,7 @@ impl Stage for Deliver {
         let job = Job {
             subscription_id: subscription_id.to_string(),
             headers,
-            body: msg.payload().unwrap_or_default().to_vec(),
+            body: bytes::Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
             record,
             queued_at: Instant::now(),
             _permit: permit,

@@ -94,8 +94,14 @@ impl AttemptResult {
 /// A signed outbound request.
 pub struct Outbound<'a> {
     pub url: &'a str,
+    /// `url` already parsed (a subscription's, kept while it is live);
+    /// `None` parses `url`, or `Err` when it does not parse.
+    pub parsed: Option<Result<&'a reqwest::Url, String>>,
+    /// Keep the headers that went out in the result (the test webhook's
+    /// answer); deliveries leave it empty.
+    pub show_headers: bool,
     pub event_id: &'a str,
-    pub body: &'a [u8],
+    pub body: &'a bytes::Bytes,
     pub keys: &'a [&'a [u8]],
     /// The subscription's custom headers.
     pub extra: &'a [(HeaderName, HeaderValue)],
@@ -147,7 +153,13 @@ impl Sender {
     /// The destination checks that apply at send time (the resolver checks
     /// names): a URL that parses, an allowed scheme, a permitted IP literal.
     pub(crate) fn guard(&self, url: &str) -> Result<reqwest::Url, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("url is not valid: {e}"))?;
+        let url = parse_url(url)?;
+        self.check(&url)?;
+        Ok(url)
+    }
+
+    /// The same checks on a URL already parsed.
+    fn check(&self, url: &reqwest::Url) -> Result<(), String> {
         // Scheme rules apply at send time too: a subscription registered as
         // http:// while that was allowed stops when it no longer is.
         if !self.policy.permits_scheme(url.scheme()) {
@@ -165,7 +177,7 @@ impl Sender {
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
             return Err(format!("destination refused: {ip} is not a public address"));
         }
-        Ok(url)
+        Ok(())
     }
 
     /// The HTTP client, with the address guard in its resolver and no
@@ -176,7 +188,12 @@ impl Sender {
 
     pub async fn send(&self, req: Outbound<'_>) -> AttemptResult {
         let started = Instant::now();
-        let url = match self.guard(req.url) {
+        let url = match req.parsed {
+            Some(Ok(url)) => self.check(url).map(|()| url.clone()),
+            Some(Err(e)) => Err(e),
+            None => self.guard(req.url),
+        };
+        let url = match url {
             Ok(url) => url,
             Err(reason) => return AttemptResult::refused(reason, started),
         };
@@ -221,12 +238,16 @@ impl Sender {
                 }
             }
         }
-        let sent_headers = shown_headers(&headers);
+        let sent_headers = if req.show_headers {
+            shown_headers(&headers)
+        } else {
+            Vec::new()
+        };
         let result = self
             .client
             .post(url)
             .headers(headers)
-            .body(req.body.to_vec())
+            .body(req.body.clone())
             .send()
             .await;
         let mut response = match result {
@@ -288,6 +309,11 @@ impl Sender {
 /// The headers of a request as they may be shown: the ones rewardhooks sets
 /// itself in full, the endpoint's own (custom headers, an OAuth2 token) with
 /// their values redacted. reqwest adds `user-agent` and `content-length`.
+/// A URL parsed for sending, or why it cannot be sent to.
+pub fn parse_url(url: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(url).map_err(|e| format!("url is not valid: {e}"))
+}
+
 fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     let mut shown: Vec<(String, String)> = headers
         .iter()

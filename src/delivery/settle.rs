@@ -251,7 +251,7 @@ impl Deliverer {
         let record = OwnedRecord {
             topic: self.shared.topics.dlq.clone(),
             key: Some(subscription_id.as_bytes().to_vec()),
-            payload: Arc::new(job.body.clone()),
+            payload: Arc::new(job.body.to_vec()),
             headers: headers.to_kafka(),
         };
         if let Err(e) = record.produce_durably(&self.shared.producer).await {

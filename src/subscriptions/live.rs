@@ -36,6 +36,9 @@ pub struct LiveSubscription {
     /// Custom headers, parsed once and marked sensitive (kept out of
     /// debug output).
     pub(crate) request_headers: Box<[(reqwest::header::HeaderName, reqwest::header::HeaderValue)]>,
+    /// The endpoint URL parsed, once this version first sends (only
+    /// subscriptions that deliver pay for it).
+    url: std::sync::OnceLock<Result<Box<reqwest::Url>, String>>,
 }
 
 impl LiveSubscription {
@@ -73,6 +76,7 @@ impl LiveSubscription {
             .collect();
         LiveSubscription {
             request_headers,
+            url: std::sync::OnceLock::new(),
             sub,
             owned: None,
             version: -1,
@@ -103,6 +107,15 @@ impl LiveSubscription {
     pub(crate) fn at_version(mut self, offset: i64) -> Self {
         self.version = offset;
         self
+    }
+
+    /// The endpoint URL parsed (or why it does not parse), kept for the
+    /// next attempts.
+    pub(crate) fn url(&self) -> Result<&reqwest::Url, String> {
+        self.url
+            .get_or_init(|| crate::delivery::sender::parse_url(&self.sub.url).map(Box::new))
+            .as_deref()
+            .map_err(String::clone)
     }
 
     /// Keys that sign a delivery made at `now`, current first.
@@ -176,6 +189,9 @@ pub struct Index {
     wildcard: BTreeSet<ById>,
 }
 
+// `ById` orders by the subscription id alone, which never changes; the
+// interior mutability clippy sees (the lazily parsed URL) is not part of it.
+#[allow(clippy::mutable_key_type)]
 impl Index {
     pub fn insert(&mut self, live: &Arc<LiveSubscription>) {
         // Paused subscriptions still match: their deliveries are held in

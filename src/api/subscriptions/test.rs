@@ -73,7 +73,10 @@ pub async fn test(
         .get(&sub.id)
         .ok_or_else(|| ApiError::not_found("subscription"))?;
     let headers = DeliveryHeaders::fresh(&event);
-    let (result, attempt) = state.deliverer.attempt(&live, &headers, &event.body).await;
+    let (result, attempt) = state
+        .deliverer
+        .attempt(&live, &headers, &bytes::Bytes::from(event.body.clone()))
+        .await;
     audit::record(
         &state.shared,
         &caller,
