@@ -716,6 +716,7 @@ async fn http_baseline(receiver: &Receiver) -> Value {
         DestinationPolicy::new(true, true, Vec::new()),
         None,
         None,
+        d.max_concurrent_requests,
     )
     .unwrap();
     let secret = Secret::generate();

@@ -357,6 +357,7 @@ mod tests {
             s,
             None,
             None,
+            64,
         )
         .unwrap();
         for url in [

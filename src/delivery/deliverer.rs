@@ -87,6 +87,7 @@ impl Deliverer {
             policy,
             d.source_address,
             proxy,
+            d.max_concurrent_requests,
         )?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
         let requests = Arc::new(FairPermits::new(d.max_concurrent_requests));

@@ -124,6 +124,7 @@ impl Sender {
         policy: DestinationPolicy,
         source_address: Option<IpAddr>,
         proxy: Option<&str>,
+        max_idle_per_host: usize,
     ) -> Result<Self, reqwest::Error> {
         // Proxy variables from the environment would hand every request to
         // a proxy the address guard cannot see past: only an explicit
@@ -140,7 +141,10 @@ impl Sender {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            // As many idle connections to one host as requests can be in
+            // flight: many subscriptions on one host (a platform's own
+            // services) keep their connections instead of reconnecting.
+            .pool_max_idle_per_host(max_idle_per_host)
             .tcp_nodelay(true)
             .build()?;
         Ok(Sender {
