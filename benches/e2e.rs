@@ -724,7 +724,7 @@ async fn http_baseline(receiver: &Receiver) -> Value {
     let (_, url) = receiver.endpoint(secret.expose());
     let body = axum::body::Bytes::from(outbound_body(0));
     // Parsed once, as a live subscription keeps its URL.
-    let parsed = rewardhooks::delivery::sender::parse_url(&url).expect("the receiver's URL");
+    let parsed = rewardhooks::net::parse_url(&url).expect("the receiver's URL");
     let warm_up = secs(2.0, 1.0);
     let measure = secs(10.0, 2.0);
     let mut levels = Vec::new();

@@ -29,7 +29,7 @@ pub struct Shared {
     pub dead_letters: Arc<DeadLetters>,
     pub attempt_log: Arc<AttemptLog>,
     /// The view of the recovery jobs.
-    pub recoveries: Arc<crate::recovery::Recoveries>,
+    pub recoveries: Arc<crate::recoveries::Recoveries>,
     pub producer: FutureProducer,
     pub kafka_reachable: AtomicBool,
     /// Input topics that do not exist (yet), for `/readyz`.

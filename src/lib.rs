@@ -27,6 +27,7 @@ pub mod net;
 pub mod operational;
 pub mod owners;
 pub mod record;
+pub mod recoveries;
 pub mod recovery;
 pub mod reference;
 pub mod retry;

@@ -226,6 +226,11 @@ pub async fn check_url(url: &str, policy: &DestinationPolicy) -> Result<Url, Url
     Ok(parsed)
 }
 
+/// A URL parsed for sending, or why it cannot be sent to.
+pub fn parse_url(url: &str) -> Result<reqwest::Url, String> {
+    reqwest::Url::parse(url).map_err(|e| format!("url is not valid: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

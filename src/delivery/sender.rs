@@ -157,7 +157,7 @@ impl Sender {
     /// The destination checks that apply at send time (the resolver checks
     /// names): a URL that parses, an allowed scheme, a permitted IP literal.
     pub(crate) fn guard(&self, url: &str) -> Result<reqwest::Url, String> {
-        let url = parse_url(url)?;
+        let url = crate::net::parse_url(url)?;
         self.check(&url)?;
         Ok(url)
     }
@@ -313,11 +313,6 @@ impl Sender {
 /// The headers of a request as they may be shown: the ones rewardhooks sets
 /// itself in full, the endpoint's own (custom headers, an OAuth2 token) with
 /// their values redacted. reqwest adds `user-agent` and `content-length`.
-/// A URL parsed for sending, or why it cannot be sent to.
-pub fn parse_url(url: &str) -> Result<reqwest::Url, String> {
-    reqwest::Url::parse(url).map_err(|e| format!("url is not valid: {e}"))
-}
-
 fn shown_headers(headers: &HeaderMap) -> Vec<(String, String)> {
     let mut shown: Vec<(String, String)> = headers
         .iter()

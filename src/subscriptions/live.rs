@@ -113,7 +113,7 @@ impl LiveSubscription {
     /// next attempts.
     pub(crate) fn url(&self) -> Result<&reqwest::Url, String> {
         self.url
-            .get_or_init(|| crate::delivery::sender::parse_url(&self.sub.url).map(Box::new))
+            .get_or_init(|| crate::net::parse_url(&self.sub.url).map(Box::new))
             .as_deref()
             .map_err(String::clone)
     }
