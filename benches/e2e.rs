@@ -43,6 +43,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use report::{metric_sum, Percentiles, Picture};
 use rewardhooks::delivery::sender::{Outbound, Sender};
 use rewardhooks::net::DestinationPolicy;
+use rewardhooks::signing::SigningKey;
 use rewardhooks::subscriptions::Secret;
 use serde_json::{json, Value};
 
@@ -720,7 +721,8 @@ async fn http_baseline(receiver: &Receiver) -> Value {
     )
     .unwrap();
     let secret = Secret::generate();
-    let key = secret.key_bytes().unwrap();
+    // Set up once, as a live subscription keeps its key.
+    let key = SigningKey::new(&secret.key_bytes().unwrap());
     let (_, url) = receiver.endpoint(secret.expose());
     let body = axum::body::Bytes::from(outbound_body(0));
     // Parsed once, as a live subscription keeps its URL.
@@ -761,7 +763,7 @@ async fn http_baseline(receiver: &Receiver) -> Value {
                                         show_headers: false,
                                         event_id: &id,
                                         body: &body,
-                                        keys: &[key.as_slice()],
+                                        keys: &[&key],
                                         extra: &[],
                                         bearer: None,
                                     })

@@ -34,6 +34,18 @@ pub struct AttemptRecord {
     pub source: Option<crate::record::SourcePosition>,
 }
 
+/// The attempts in one record of the attempts topic: a JSON array (a
+/// batch of one instance's writer), or one attempt object (records written
+/// before batching, one per attempt).
+pub fn decode(payload: &[u8]) -> Result<Vec<AttemptRecord>, serde_json::Error> {
+    let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|one| vec![one])
+    }
+}
+
 pub struct AttemptLog {
     per_subscription: RwLock<View>,
     keep: usize,
@@ -63,13 +75,14 @@ impl AttemptLog {
     ) -> Result<tokio::task::JoinHandle<()>, rdkafka::error::KafkaError> {
         let follower = Follower::start(settings, "attempts-view", topic).await?;
         let log = self.clone();
-        Ok(tokio::spawn(follower.run(cancel, move |msg| {
-            match msg.payload().map(serde_json::from_slice::<AttemptRecord>) {
-                Some(Ok(attempt)) => log.add(attempt),
+        Ok(tokio::spawn(follower.run(
+            cancel,
+            move |msg| match msg.payload().map(decode) {
+                Some(Ok(attempts)) => attempts.into_iter().for_each(|a| log.add(a)),
                 Some(Err(e)) => tracing::debug!(error = %e, "Skipping unreadable attempt record."),
                 None => {}
-            }
-        })))
+            },
+        )))
     }
 
     /// An attempt read from the attempts topic.
@@ -109,11 +122,20 @@ impl AttemptLog {
     }
 
     fn push(&self, view: &mut View, attempt: AttemptRecord) {
-        let list = view
-            .lists
-            .entry(attempt.subscription_id.clone())
-            .or_default();
-        list.push_back(attempt);
+        let list = match view.lists.get_mut(&attempt.subscription_id) {
+            Some(list) => list,
+            None => view
+                .lists
+                .entry(attempt.subscription_id.clone())
+                .or_default(),
+        };
+        // Oldest first by time: batches of two instances (a partition
+        // that moved) may be read in either order.
+        let at = list
+            .iter()
+            .rposition(|a| a.at <= attempt.at)
+            .map_or(0, |i| i + 1);
+        list.insert(at, attempt);
         while list.len() > self.keep {
             list.pop_front();
         }
@@ -206,6 +228,34 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["evt_3"]);
         assert!(log.recent("c", None, 10).is_empty());
+    }
+
+    #[test]
+    fn batches_and_single_records_both_read_and_order_by_time() {
+        let batch = serde_json::to_vec(&vec![attempt("a", 3), attempt("a", 4)]).unwrap();
+        assert_eq!(
+            decode(&batch).unwrap(),
+            vec![attempt("a", 3), attempt("a", 4)]
+        );
+        // A record of a version that wrote one attempt per record.
+        let single = serde_json::to_vec(&attempt("a", 1)).unwrap();
+        assert_eq!(decode(&single).unwrap(), vec![attempt("a", 1)]);
+        assert!(decode(b"not json").is_err());
+        // Read out of order (two instances' batches): kept by time, and the
+        // oldest is what the bound drops.
+        let log = AttemptLog::new(3);
+        for a in decode(&batch).unwrap() {
+            log.add(a);
+        }
+        log.add(attempt("a", 1));
+        log.add(attempt("a", 2));
+        let ids: Vec<_> = log
+            .recent("a", None, 10)
+            .into_iter()
+            .map(|a| a.event_id)
+            .collect();
+        assert_eq!(ids, vec!["evt_4", "evt_3", "evt_2"]);
+        assert_eq!(log.source_of("a", "evt_1"), None);
     }
 
     #[test]

@@ -376,7 +376,7 @@ mod tests {
                     show_headers: false,
                     event_id: "evt_1",
                     body: &bytes::Bytes::from_static(b"{}"),
-                    keys: &[b"k".as_slice()],
+                    keys: &[&crate::signing::SigningKey::new(b"k")],
                     extra: &[],
                     bearer: None,
                 })

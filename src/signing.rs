@@ -51,28 +51,51 @@ impl Secret {
 /// The `user-agent` of every webhook request.
 pub(crate) const USER_AGENT: &str = concat!("rewardhooks/", env!("CARGO_PKG_VERSION"));
 
+/// An HMAC key set up once: its inner and outer pads are hashed when it is
+/// made, and each signature starts from a copy instead of hashing them
+/// again (two SHA-256 blocks per attempt saved). Never printed.
+#[derive(Clone)]
+pub struct SigningKey(HmacSha256);
+
+impl SigningKey {
+    pub fn new(key: &[u8]) -> Self {
+        // HMAC accepts keys of any length.
+        SigningKey(HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"))
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
 /// One `v1,` signature per key, space-separated (current secret first).
 pub fn signature_header(keys: &[&[u8]], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let keys: Vec<SigningKey> = keys.iter().map(|k| SigningKey::new(k)).collect();
+    let keys: Vec<&SigningKey> = keys.iter().collect();
+    sign(&keys, id, timestamp, body)
+}
+
+/// The same with keys set up beforehand (a live subscription's).
+pub fn sign(keys: &[&SigningKey], id: &str, timestamp: i64, body: &[u8]) -> String {
     let ts = timestamp.to_string();
-    keys.iter()
-        .map(|key| {
-            // HMAC accepts keys of any length, so this cannot fail.
-            let mut mac = match HmacSha256::new_from_slice(key) {
-                Ok(mac) => mac,
-                Err(_) => return String::new(),
-            };
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(ts.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            format!(
-                "v1,{}",
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(keys.len() * 48);
+    for key in keys {
+        let mut mac = key.0.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(ts.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str("v1,");
+        base64::engine::general_purpose::STANDARD
+            .encode_string(mac.finalize().into_bytes(), &mut out);
+    }
+    out
 }
 
 #[cfg(test)]

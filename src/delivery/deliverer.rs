@@ -5,20 +5,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rdkafka::producer::FutureProducer;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::attempt_log::AttemptWriter;
 use super::oauth::Tokens;
 use super::permits::{FairPermits, Permit};
 use super::sender::{AttemptResult, Outbound, Sender};
 use crate::attempts::AttemptRecord;
 use crate::context::Shared;
 use crate::kafka::consumer::RecordRef;
-use crate::kafka::OwnedRecord;
 use crate::metrics::METRICS;
 use crate::operational::DeadLetterNotices;
 use crate::record::{DeadReason, DeliveryHeaders};
 use crate::retry::Schedule;
+use crate::signing::SigningKey;
 use crate::subscriptions::live::LiveSubscription;
 use crate::subscriptions::Status;
 
@@ -68,12 +68,9 @@ pub struct Deliverer {
     /// Subscriptions being disabled right now, so concurrent failures
     /// disable (and notify) once.
     pub(super) disabling: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The attempt log's own producer, with a longer linger
-    /// (`delivery.attempt_log_linger`): one attempt record per delivery
-    /// then costs the broker a share of a large produce request instead of
-    /// a small one of its own, and retries and dead letters keep the
-    /// shared producer's short linger.
-    attempt_producer: FutureProducer,
+    /// The attempt log's writer: attempts batched for
+    /// `delivery.attempt_log_linger`, one record per batch.
+    attempt_log: AttemptWriter,
 }
 
 impl Deliverer {
@@ -91,8 +88,13 @@ impl Deliverer {
         )?;
         let schedule = Schedule::new(&d.retry_schedule, &shared.topics);
         let requests = Arc::new(FairPermits::new(d.max_concurrent_requests));
-        let attempt_producer =
-            crate::kafka::attempt_producer(&shared.settings.kafka, d.attempt_log_linger)?;
+        // Keyed by this instance: its batches stay in order in one partition.
+        let attempt_log = AttemptWriter::start(
+            shared.producer.clone(),
+            shared.topics.attempts.clone(),
+            crate::owners::new_id("attempts_"),
+            d.attempt_log_linger,
+        );
         Ok(Deliverer {
             shared,
             sender,
@@ -101,7 +103,7 @@ impl Deliverer {
             tokens: Tokens::default(),
             notices: Arc::default(),
             disabling: Default::default(),
-            attempt_producer,
+            attempt_log,
         })
     }
 
@@ -116,7 +118,7 @@ impl Deliverer {
     ) -> (AttemptResult, AttemptRecord) {
         let permit = self.requests.acquire(&live.sub.owner).await;
         let (result, attempt) = self.send(permit, live, headers, body, true).await;
-        if self.log_attempt(&attempt).await {
+        if self.log_attempt(attempt.clone()).await {
             self.shared.attempt_log.add_local(attempt.clone());
         }
         (result, attempt)
@@ -173,7 +175,7 @@ impl Deliverer {
         live: &LiveSubscription,
         headers: &DeliveryHeaders,
         body: &bytes::Bytes,
-        keys: &[&[u8]],
+        keys: &[&SigningKey],
         show_headers: bool,
     ) -> AttemptResult {
         let outbound = |bearer| Outbound {
@@ -183,7 +185,7 @@ impl Deliverer {
             event_id: &headers.event_id,
             body,
             keys,
-            extra: &live.request_headers,
+            extra: live.request_headers(),
             bearer,
         };
         let Some(auth) = &live.sub.auth else {
@@ -216,21 +218,10 @@ impl Deliverer {
         second
     }
 
-    /// Writes the attempt to the attempts topic; false when it never can be.
-    pub(super) async fn log_attempt(&self, attempt: &AttemptRecord) -> bool {
-        let record = OwnedRecord {
-            topic: self.shared.topics.attempts.clone(),
-            key: Some(attempt.subscription_id.as_bytes().to_vec()),
-            payload: Arc::new(serde_json::to_vec(attempt).unwrap_or_default()),
-            headers: rdkafka::message::OwnedHeaders::new(),
-        };
-        match record.produce_durably(&self.attempt_producer).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(subscription_id = %attempt.subscription_id, error = %e, "An attempt record can never be written; it is missing from the delivery log.");
-                false
-            }
-        }
+    /// Writes the attempt to the attempts topic (in its writer's next
+    /// batch); true once durable, false when it never can be.
+    pub(super) async fn log_attempt(&self, attempt: AttemptRecord) -> bool {
+        self.attempt_log.write(attempt).await
     }
 
     /// The subscription a job is for, or `None` when the job was settled

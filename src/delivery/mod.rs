@@ -4,6 +4,7 @@
 //! A record's offset is stored only when it was delivered (2xx) or its next
 //! home (a retry tier or the dead-letter topic) has acknowledged it.
 
+mod attempt_log;
 mod deliverer;
 pub mod flow;
 mod idle;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
 use crate::net::{DestinationPolicy, GuardedResolver};
-use crate::signing::{signature_header, USER_AGENT};
+use crate::signing::{sign, SigningKey, USER_AGENT};
 
 /// What an attempt means for the delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub struct Outbound<'a> {
     pub show_headers: bool,
     pub event_id: &'a str,
     pub body: &'a bytes::Bytes,
-    pub keys: &'a [&'a [u8]],
+    pub keys: &'a [&'a SigningKey],
     /// The subscription's custom headers.
     pub extra: &'a [(HeaderName, HeaderValue)],
     /// An OAuth2 access token, sent as `Authorization: Bearer`.
@@ -202,7 +202,7 @@ impl Sender {
             Err(reason) => return AttemptResult::refused(reason, started),
         };
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = signature_header(req.keys, req.event_id, timestamp, req.body);
+        let signature = sign(req.keys, req.event_id, timestamp, req.body);
         let mut headers = HeaderMap::new();
         // Custom headers first: what rewardhooks sets itself always wins
         // (the API refuses those names anyway).

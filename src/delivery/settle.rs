@@ -103,7 +103,7 @@ impl Deliverer {
             }
             durable
         };
-        let (_, durable) = tokio::join!(self.log_attempt(&attempt), outcome);
+        let (_, durable) = tokio::join!(self.log_attempt(attempt), outcome);
         if durable {
             job.record.complete();
         }

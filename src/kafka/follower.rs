@@ -163,7 +163,14 @@ impl Follower {
             .set("group.id", format!("{}.{name}", settings.group_id))
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "4096");
+            // A follower reads a whole topic at start: small fetches keep
+            // the fetch buffers (librdkafka's, outside the Rust heap and
+            // kept by the C allocator once freed) from growing with it.
+            // 100,000 subscriptions measured about 5 MiB less RSS, loaded
+            // as fast (docs/performance.md).
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.max.bytes", "2097152")
+            .set("max.partition.fetch.bytes", "524288");
         let consumer: StreamConsumer = config.create()?;
         let topic = topic.to_string();
         tokio::task::block_in_place(move || {

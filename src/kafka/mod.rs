@@ -167,30 +167,6 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaSetupEr
         .map_err(KafkaSetupError::Client)
 }
 
-/// A producer like [`producer`] that batches longer (`linger`), for records
-/// nothing waits on quickly (the attempt log). An explicit
-/// `[kafka.producer]` or `[kafka.client]` "linger.ms" wins.
-pub fn attempt_producer(
-    settings: &KafkaSettings,
-    linger: Duration,
-) -> Result<FutureProducer, KafkaSetupError> {
-    attempt_producer_config(settings, linger)
-        .create()
-        .map_err(KafkaSetupError::Client)
-}
-
-fn attempt_producer_config(settings: &KafkaSettings, linger: Duration) -> ClientConfig {
-    let mut config = client_config(settings, ClientKind::Producer);
-    config.set("client.id", "rewardhooks-attempt-log");
-    let explicit = ["linger.ms", "queue.buffering.max.ms"]
-        .iter()
-        .any(|k| settings.producer.contains_key(*k) || settings.client.contains_key(*k));
-    if !explicit {
-        config.set("linger.ms", linger.as_millis().to_string());
-    }
-    config
-}
-
 /// A librdkafka property that cannot work, named by the table it is in.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {key}: {message}")]
@@ -685,19 +661,6 @@ mod tests {
         let settings = kafka(&[], &[("fetch.wait.max.ms", "7")]);
         let config = consumer::stage_config(&settings, "g", DELIVER_ASSIGNMENT);
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
-    }
-
-    #[test]
-    fn the_attempt_log_producer_lingers_longer_unless_linger_is_set() {
-        let settings = kafka(&[], &[]);
-        let config = attempt_producer_config(&settings, Duration::from_millis(50));
-        assert_eq!(config.get("linger.ms"), Some("50"));
-        assert_eq!(config.get("enable.idempotence"), Some("true"));
-        assert_eq!(config.get("acks"), Some("all"));
-        let mut settings = kafka(&[], &[]);
-        settings.producer.insert("linger.ms".into(), "2".into());
-        let config = attempt_producer_config(&settings, Duration::from_millis(50));
-        assert_eq!(config.get("linger.ms"), Some("2"));
     }
 
     #[test]

@@ -420,7 +420,7 @@ impl SubscriptionStore {
                     Some(sub) => {
                         let health = view.health.get(&id);
                         let mut live = LiveSubscription::merged(sub, health).at_version(offset);
-                        live.unknown_key = unknown_key;
+                        live.unknown_key = unknown_key.map(Into::into);
                         view.insert(Arc::new(live));
                     }
                     None => {
@@ -592,7 +592,7 @@ impl SubscriptionStore {
         let mut keys = BTreeMap::new();
         for ById(live) in self.read().by_id.iter() {
             if let Some(kid) = &live.unknown_key {
-                *keys.entry(kid.clone()).or_default() += 1;
+                *keys.entry(kid.to_string()).or_default() += 1;
             }
         }
         keys
@@ -750,7 +750,7 @@ impl SubscriptionStore {
             if let Some(kid) = &live.unknown_key {
                 return Err(StoreError::UnknownKey {
                     id: id.to_string(),
-                    key_id: kid.clone(),
+                    key_id: kid.to_string(),
                 });
             }
             let mut sub = live.owned().clone();
