@@ -71,7 +71,7 @@ async fn emit(shared: &Shared, event_type: &'static str, owner: &str, mut data: 
         topic: shared.topics.operational.clone(),
         key: Some(owner.as_bytes().to_vec()),
         payload: Arc::new(serde_json::to_vec(&event).unwrap_or_default()),
-        headers: rdkafka::message::OwnedHeaders::new(),
+        headers: Arc::default(),
     };
     match record.produce_durably(&shared.producer).await {
         Ok(()) => {

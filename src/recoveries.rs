@@ -189,7 +189,7 @@ impl Recoveries {
             topic: self.topic.clone(),
             key: Some(job.id.as_bytes().to_vec()),
             payload: Arc::new(serde_json::to_vec(job).unwrap_or_default()),
-            headers: rdkafka::message::OwnedHeaders::new(),
+            headers: Arc::default(),
         };
         record.produce_durably(&self.producer).await?;
         self.apply(job.clone());

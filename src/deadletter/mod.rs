@@ -305,7 +305,7 @@ impl DeadLetters {
                 topic: self.deliveries_topic.clone(),
                 key: Some(letter.subscription_id.as_bytes().to_vec()),
                 payload: Arc::new(payload),
-                headers: fresh.to_kafka(),
+                headers: Arc::new(fresh.to_kafka()),
             }
             .produce_durably(&self.producer)
             .await

@@ -45,7 +45,7 @@ impl AttemptWriter {
                 topic: topic.clone(),
                 key: Some(key.clone()),
                 payload: Arc::new(payload),
-                headers: rdkafka::message::OwnedHeaders::new(),
+                headers: Arc::default(),
             };
             let producer = producer.clone();
             async move { write_batch(&producer, record, attempts).await }

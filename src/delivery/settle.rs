@@ -170,7 +170,7 @@ impl Deliverer {
             topic: self.schedule.topic_for(delay).to_string(),
             key: Some(subscription_id.as_bytes().to_vec()),
             payload: Arc::new(body.to_vec()),
-            headers: headers.to_kafka(),
+            headers: Arc::new(headers.to_kafka()),
         };
         record.produce_durably(&self.shared.producer).await
     }
@@ -252,7 +252,7 @@ impl Deliverer {
             topic: self.shared.topics.dlq.clone(),
             key: Some(subscription_id.as_bytes().to_vec()),
             payload: Arc::new(job.body.to_vec()),
-            headers: headers.to_kafka(),
+            headers: Arc::new(headers.to_kafka()),
         };
         if let Err(e) = record.produce_durably(&self.shared.producer).await {
             // Not even the DLQ takes it: the partition stops here.

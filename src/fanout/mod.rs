@@ -203,7 +203,7 @@ fn fallback_record(
                 topic: shared.topics.dlq.clone(),
                 key: record.key.clone(),
                 payload: Arc::new(reference(msg, DeadReason::Undeliverable.as_str())),
-                headers: dead.to_kafka(),
+                headers: Arc::new(dead.to_kafka()),
             }
         }
         Fallback::Invalid { reason } => OwnedRecord {
@@ -271,7 +271,7 @@ async fn fan_out(shared: &Shared, msg: &OwnedMessage, view: &str) -> PendingAcks
                 }),
                 ..DeliveryHeaders::fresh(&event)
             };
-            let headers = delivery.to_kafka();
+            let headers = Arc::new(delivery.to_kafka());
             // The owner's scope is ANDed into each of its subscriptions.
             let matching = shared.store.matching(&event);
             for live in matching
@@ -349,7 +349,7 @@ fn invalid_record(shared: &Shared, msg: &OwnedMessage, invalid: &Invalid) -> Own
         topic: shared.topics.invalid.clone(),
         key: msg.key().map(<[u8]>::to_vec),
         payload: Arc::new(payload),
-        headers,
+        headers: Arc::new(headers),
     }
 }
 

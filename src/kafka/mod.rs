@@ -527,14 +527,17 @@ pub(crate) struct OwnedRecord {
     pub topic: String,
     pub key: Option<Vec<u8>>,
     pub payload: Arc<Vec<u8>>,
-    pub headers: OwnedHeaders,
+    /// Shared by the records of one event (fan-out) and copied only into
+    /// the produce call: librdkafka copies every header with its own
+    /// allocation, which the profile showed at about 4% of a delivery.
+    pub headers: Arc<OwnedHeaders>,
 }
 
 impl OwnedRecord {
     fn borrowed(&self) -> FutureRecord<'_, [u8], [u8]> {
         let mut r = FutureRecord::to(&self.topic)
             .payload(self.payload.as_slice())
-            .headers(self.headers.clone());
+            .headers(OwnedHeaders::clone(&self.headers));
         if let Some(key) = &self.key {
             r = r.key(key.as_slice());
         }

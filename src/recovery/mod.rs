@@ -378,7 +378,7 @@ pub(crate) fn delivery_record(
         topic: shared.topics.deliveries.clone(),
         key: Some(subscription_id.as_bytes().to_vec()),
         payload: Arc::new(event.body.clone()),
-        headers: headers.to_kafka(),
+        headers: Arc::new(headers.to_kafka()),
     }
 }
 
