@@ -187,24 +187,44 @@ impl AttemptLog {
     }
 }
 
+/// A successful attempt of `sub` for event `evt_<n>`, `n` seconds after a
+/// fixed time (for tests).
+#[cfg(test)]
+pub(crate) fn sample(sub: &str, n: u32) -> AttemptRecord {
+    AttemptRecord {
+        subscription_id: sub.into(),
+        event_id: format!("evt_{n}"),
+        event_type: "points.earned".into(),
+        attempt: 1,
+        status_code: Some(200),
+        success: true,
+        duration_ms: 3,
+        error: None,
+        response_body: String::new(),
+        at: DateTime::<Utc>::from_timestamp(1_800_000_000 + n as i64, 0).unwrap(),
+        source: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn attempt(sub: &str, n: u32) -> AttemptRecord {
-        AttemptRecord {
-            subscription_id: sub.into(),
-            event_id: format!("evt_{n}"),
-            event_type: "points.earned".into(),
-            attempt: 1,
-            status_code: Some(200),
-            success: true,
-            duration_ms: 3,
-            error: None,
-            response_body: String::new(),
-            at: DateTime::<Utc>::from_timestamp(1_800_000_000 + n as i64, 0).unwrap(),
-            source: None,
-        }
+        sample(sub, n)
+    }
+
+    /// The event ids of a subscription's attempts, newest first.
+    fn event_ids(
+        log: &AttemptLog,
+        sub: &str,
+        before: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> Vec<String> {
+        log.recent(sub, before, limit)
+            .into_iter()
+            .map(|a| a.event_id)
+            .collect()
     }
 
     #[test]
@@ -214,18 +234,10 @@ mod tests {
             log.add(attempt("a", n));
         }
         log.add(attempt("b", 9));
-        let ids: Vec<_> = log
-            .recent("a", None, 10)
-            .into_iter()
-            .map(|a| a.event_id)
-            .collect();
+        let ids = event_ids(&log, "a", None, 10);
         assert_eq!(ids, vec!["evt_4", "evt_3", "evt_2"]);
         let before = attempt("a", 4).at;
-        let ids: Vec<_> = log
-            .recent("a", Some(before), 1)
-            .into_iter()
-            .map(|a| a.event_id)
-            .collect();
+        let ids = event_ids(&log, "a", Some(before), 1);
         assert_eq!(ids, vec!["evt_3"]);
         assert!(log.recent("c", None, 10).is_empty());
     }
@@ -249,11 +261,7 @@ mod tests {
         }
         log.add(attempt("a", 1));
         log.add(attempt("a", 2));
-        let ids: Vec<_> = log
-            .recent("a", None, 10)
-            .into_iter()
-            .map(|a| a.event_id)
-            .collect();
+        let ids = event_ids(&log, "a", None, 10);
         assert_eq!(ids, vec!["evt_4", "evt_3", "evt_2"]);
         assert_eq!(log.source_of("a", "evt_1"), None);
     }

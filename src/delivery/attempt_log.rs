@@ -148,19 +148,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn attempt(n: u32) -> AttemptRecord {
-        AttemptRecord {
-            subscription_id: format!("sub_{n}"),
-            event_id: format!("evt_{n}"),
-            event_type: "points.earned".into(),
-            attempt: 1,
-            status_code: Some(200),
-            success: true,
-            duration_ms: 3,
-            error: None,
-            response_body: "x".repeat(100),
-            at: chrono::Utc::now(),
-            source: None,
-        }
+        crate::attempts::sample(&format!("sub_{n}"), n)
     }
 
     /// Starts `run` with a sink that keeps each batch it is given and
@@ -199,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_closes_at_its_size_limit() {
-        // About 300 bytes per attempt: 2 KiB holds 7 or so.
+        // About 230 bytes per attempt: 2 KiB holds 9 or so.
         let (writer, batches) = writer(Duration::from_secs(5), 2048, true);
         let writer = Arc::new(writer);
         futures::future::join_all((0..40).map(|n| {
