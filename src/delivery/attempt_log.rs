@@ -1,10 +1,10 @@
 //! The attempt log's writer: one per instance. Attempts from every lane are
-//! gathered for `delivery.attempt_log_linger` (or until a batch holds
-//! [`MAX_BATCH_BYTES`]) and written as one record of the attempts topic, a
-//! JSON array ([`crate::attempts::decode`] reads it back). One produce and
-//! one follower read per batch instead of per delivery: `make bench`
-//! measured the attempt log at about a third of the CPU of a delivery before
-//! (docs/performance.md).
+//! written as one record of the attempts topic per batch, a JSON array
+//! ([`crate::attempts::decode`] reads it back): one batch is written at a
+//! time and what arrives meanwhile (up to [`MAX_BATCH_BYTES`]) is the next.
+//! One produce and one follower read per batch instead of per delivery:
+//! `make bench` measured the attempt log at about a third of the CPU of a
+//! delivery before (docs/performance.md).
 //!
 //! A delivery still completes only once its attempt is durable: each waiter
 //! hears whether its batch was written.
@@ -65,8 +65,11 @@ impl AttemptWriter {
     }
 }
 
-/// Gathers batches and writes each (concurrently with the next one
-/// filling), telling every waiter how its batch went.
+/// Group commit: one batch is written at a time, and what arrives while it
+/// is written is the next batch. An idle instance writes an attempt at once;
+/// under load batches grow with the write's round trip. `window`
+/// (`delivery.attempt_log_linger`, 0 by default) waits longer for more.
+/// Every waiter hears how its batch went.
 async fn run<W, F>(
     mut rx: mpsc::Receiver<(AttemptRecord, Waiter)>,
     window: Duration,
@@ -74,7 +77,7 @@ async fn run<W, F>(
     write: W,
 ) where
     W: Fn(Vec<u8>, Vec<AttemptRecord>) -> F,
-    F: Future<Output = bool> + Send + 'static,
+    F: Future<Output = bool>,
 {
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + window;
@@ -95,19 +98,21 @@ async fn run<W, F>(
             if payload.len() >= max_bytes {
                 break;
             }
-            // Nothing more before the window ends: the batch closes.
-            next = tokio::time::timeout_at(deadline, rx.recv())
-                .await
-                .unwrap_or_default();
+            // What is already waiting joins; then, within the window, what
+            // comes. Nothing more: the batch closes.
+            next = match rx.try_recv() {
+                Ok(more) => Some(more),
+                Err(_) if window.is_zero() => None,
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_default(),
+            };
         }
         payload.extend_from_slice(b"\n]");
-        let written = write(payload, attempts);
-        tokio::spawn(async move {
-            let ok = written.await;
-            for waiter in waiters {
-                let _ = waiter.send(ok);
-            }
-        });
+        let ok = write(payload, attempts).await;
+        for waiter in waiters {
+            let _ = waiter.send(ok);
+        }
     }
 }
 
@@ -183,6 +188,62 @@ mod tests {
         let batches = batches.lock().unwrap();
         assert_eq!(batches.len(), 1, "one window, one record");
         assert_eq!(batches[0].len(), 50);
+    }
+
+    #[tokio::test]
+    async fn what_arrives_while_a_batch_is_written_is_the_next_batch() {
+        // No window: an attempt alone is written at once, and the 30 that
+        // come while that write is out go together in the next record.
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let open = gate.clone();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(
+            rx,
+            Duration::ZERO,
+            MAX_BATCH_BYTES,
+            move |_, attempts| {
+                let first = seen.lock().unwrap().is_empty();
+                seen.lock().unwrap().push(attempts);
+                let gate = gate.clone();
+                async move {
+                    if first {
+                        let _ = gate.acquire().await;
+                    }
+                    true
+                }
+            },
+        ));
+        let writer = Arc::new(AttemptWriter { tx });
+        let alone = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(attempt(0)).await }
+        });
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while batches.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the first attempt is written without waiting for more");
+        let rest: Vec<_> = (1..=30)
+            .map(|n| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.write(attempt(n)).await })
+            })
+            .collect();
+        // All 30 are queued behind the write that is out.
+        while writer.tx.max_capacity() - writer.tx.capacity() < 30 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        open.add_permits(1);
+        assert!(alone.await.unwrap());
+        for r in rest {
+            assert!(r.await.unwrap());
+        }
+        let sizes: Vec<usize> = batches.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![1, 30]);
     }
 
     #[tokio::test]
