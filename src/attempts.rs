@@ -78,24 +78,27 @@ impl AttemptLog {
         Ok(tokio::spawn(follower.run(
             cancel,
             move |msg| match msg.payload().map(decode) {
-                Some(Ok(attempts)) => attempts.into_iter().for_each(|a| log.add(a)),
+                Some(Ok(attempts)) => log.add(attempts),
                 Some(Err(e)) => tracing::debug!(error = %e, "Skipping unreadable attempt record."),
                 None => {}
             },
         )))
     }
 
-    /// An attempt read from the attempts topic.
-    pub(crate) fn add(&self, attempt: AttemptRecord) {
+    /// Attempts read from the attempts topic: one record's (a batch),
+    /// under one lock.
+    pub(crate) fn add(&self, attempts: impl IntoIterator<Item = AttemptRecord>) {
         let mut view = self
             .per_subscription
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = view.pending.iter().position(|p| *p == attempt) {
-            view.pending.swap_remove(i);
-            return;
+        for attempt in attempts {
+            if let Some(i) = view.pending.iter().position(|p| *p == attempt) {
+                view.pending.swap_remove(i);
+                continue;
+            }
+            self.push(&mut view, attempt);
         }
-        self.push(&mut view, attempt);
     }
 
     /// An attempt this instance has just written durably to the attempts
@@ -231,9 +234,9 @@ mod tests {
     fn keeps_the_newest_per_subscription_newest_first() {
         let log = AttemptLog::new(3);
         for n in 0..5 {
-            log.add(attempt("a", n));
+            log.add([attempt("a", n)]);
         }
-        log.add(attempt("b", 9));
+        log.add([attempt("b", 9)]);
         let ids = event_ids(&log, "a", None, 10);
         assert_eq!(ids, vec!["evt_4", "evt_3", "evt_2"]);
         let before = attempt("a", 4).at;
@@ -256,11 +259,9 @@ mod tests {
         // Read out of order (two instances' batches): kept by time, and the
         // oldest is what the bound drops.
         let log = AttemptLog::new(3);
-        for a in decode(&batch).unwrap() {
-            log.add(a);
-        }
-        log.add(attempt("a", 1));
-        log.add(attempt("a", 2));
+        log.add(decode(&batch).unwrap());
+        log.add([attempt("a", 1)]);
+        log.add([attempt("a", 2)]);
         let ids = event_ids(&log, "a", None, 10);
         assert_eq!(ids, vec!["evt_4", "evt_3", "evt_2"]);
         assert_eq!(log.source_of("a", "evt_1"), None);
@@ -272,13 +273,13 @@ mod tests {
         // Written here, read back later by the follower.
         log.add_local(attempt("a", 1));
         assert_eq!(log.recent("a", None, 10).len(), 1);
-        log.add(attempt("a", 1));
+        log.add([attempt("a", 1)]);
         assert_eq!(log.recent("a", None, 10).len(), 1);
         // Read back before the local insert: still once.
-        log.add(attempt("a", 2));
+        log.add([attempt("a", 2)]);
         log.add_local(attempt("a", 2));
         assert_eq!(log.recent("a", None, 10).len(), 2);
-        log.add(attempt("a", 3));
+        log.add([attempt("a", 3)]);
         assert_eq!(log.recent("a", None, 10).len(), 3);
     }
 }

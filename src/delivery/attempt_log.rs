@@ -22,7 +22,7 @@ use crate::kafka::{is_permanent, OwnedRecord};
 /// A batch closes once its JSON reaches this size: far below the 1 MB a
 /// broker takes by default, with room for one more attempt (a response body
 /// is kept up to `delivery.max_response_bytes`).
-pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
+const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// Attempts waiting for the writer; lanes wait when it is full.
 const QUEUE: usize = 16 * 1024;
@@ -234,9 +234,13 @@ mod tests {
             })
             .collect();
         // All 30 are queued behind the write that is out.
-        while writer.tx.max_capacity() - writer.tx.capacity() < 30 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while writer.tx.max_capacity() - writer.tx.capacity() < 30 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the 30 attempts queue behind the write");
         open.add_permits(1);
         assert!(alone.await.unwrap());
         for r in rest {

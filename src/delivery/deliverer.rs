@@ -68,8 +68,8 @@ pub struct Deliverer {
     /// Subscriptions being disabled right now, so concurrent failures
     /// disable (and notify) once.
     pub(super) disabling: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// The attempt log's writer: attempts batched for
-    /// `delivery.attempt_log_linger`, one record per batch.
+    /// The attempt log's writer: one batch record at a time, what arrives
+    /// meanwhile is the next batch.
     attempt_log: AttemptWriter,
 }
 

@@ -666,6 +666,16 @@ mod tests {
         assert_eq!(config.get("fetch.wait.max.ms"), Some("7"));
     }
 
+    /// Every record rewardhooks writes (deliveries, retries, dead letters,
+    /// attempt batches) goes through this producer.
+    #[test]
+    fn the_producer_is_idempotent_with_acks_all_and_a_short_linger() {
+        let config = client_config(&kafka(&[], &[]), ClientKind::Producer);
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("linger.ms"), Some("5"));
+    }
+
     #[test]
     fn managed_kafka_settings_create_every_client() {
         for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
